@@ -1,0 +1,34 @@
+"""fastmtp-export: turn a trained FastMTP MTP head into a small SGLang draft artifact.
+
+The public API is imported lazily so that ``fastmtp-export --help`` and
+``import fastmtp_export`` stay fast (no torch, no pydantic until needed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .artifact import ArtifactReport, inspect_artifact
+    from .errors import FastMTPError
+    from .export import ExportResult, export_draft
+
+_LAZY = {
+    "ArtifactReport": "artifact",
+    "inspect_artifact": "artifact",
+    "FastMTPError": "errors",
+    "ExportResult": "export",
+    "export_draft": "export",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

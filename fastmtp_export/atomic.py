@@ -1,0 +1,92 @@
+"""All-or-nothing output directories.
+
+An artifact is built in a hidden temporary sibling of the destination (same file
+system, so the final ``rename`` is atomic) and moved into place only when complete.
+Any failure, including running out of disk or Ctrl-C, removes the temporary directory
+and leaves the destination exactly as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+@contextmanager
+def atomic_directory(out: Path, *, overwrite: bool, protect: Path | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes ``out`` on success.
+
+    Args:
+        out: the final directory.
+        overwrite: replace an existing non-empty ``out``; refused otherwise.
+        protect: a directory that must never be modified or deleted (the export
+            SOURCE): ``out`` may be neither inside it nor contain it.
+
+    Raises:
+        OutputError: ``out`` is a file, exists non-empty without ``overwrite``,
+            overlaps ``protect``, or cannot be created or written (incl. disk full).
+    """
+    out = Path(os.path.abspath(out))
+    if protect is not None:
+        protect = protect.resolve()
+        real = out.resolve()
+        if _inside(real, protect) or _inside(protect, real):
+            raise OutputError(
+                f"--out {out} overlaps the source {protect}; the source is never modified, "
+                "choose an output directory outside it"
+            )
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputError(f"--out {out} exists and is not a directory; choose another path")
+        if any(out.iterdir()) and not overwrite:
+            raise OutputError(
+                f"--out {out} exists and is not empty; pass --overwrite to replace it"
+            )
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"
+        ) from exc
+    try:
+        yield tmp
+        _publish(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        hint = "free some space" if exc.errno == errno.ENOSPC else "check the location"
+        raise OutputError(
+            f"writing {out} failed: {exc.strerror or exc}; nothing was written, {hint} "
+            "or choose another --out"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; an existing ``out`` is swapped away, then deleted."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / out.name)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old / out.name, out)  # put the previous artifact back
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

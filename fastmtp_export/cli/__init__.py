@@ -1,0 +1,55 @@
+"""The ``fastmtp-export`` command: a thin typer adapter over the library.
+
+Command modules import their heavy dependencies (torch, pydantic, safetensors)
+inside the command body, so ``fastmtp-export --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .._version import __version__
+from .demo import demo
+from .export import export
+from .inspect import inspect
+
+app = typer.Typer(
+    name="fastmtp-export",
+    help="Turn a trained FastMTP MTP head into a small SGLang speculative-decoding draft.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fastmtp-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Turn a trained FastMTP MTP head into a small SGLang speculative-decoding draft.
+
+    Set FASTMTP_DEBUG=1 to see the traceback behind any error.
+    """
+
+
+app.command()(export)
+app.command()(inspect)
+app.command()(demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

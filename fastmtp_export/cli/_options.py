@@ -1,0 +1,21 @@
+"""Shared option types, defined once so every command reads the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar or log lines on stderr.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing non-empty output directory.")
+]
+ArtifactArg = Annotated[
+    Path, typer.Argument(help="An exported draft artifact directory.", show_default=False)
+]

@@ -1,0 +1,110 @@
+"""``fastmtp-export export SOURCE --out DIR``."""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._errors import handle_errors
+from ._options import JsonOpt, OverwriteOpt, QuietOpt
+from ._output import emit_json, human_bytes, setup_logging
+
+log = logging.getLogger("fastmtp_export.cli")
+
+EXAMPLES = """
+Examples:
+
+  fastmtp-export export ./MiMo-7B-RL --out ./mimo-fastmtp-draft
+
+  fastmtp-export export ./FastMTP --out ./draft --dtype bf16 --overwrite --json
+"""
+
+
+class DType(str, Enum):
+    keep = "keep"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+def _shard_size(text: str) -> int:
+    from ..draft_writer import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@handle_errors
+def export(
+    source: Annotated[
+        Path,
+        typer.Argument(help="Local Hugging Face checkpoint directory holding the MTP head.", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Draft artifact directory to create.", show_default=False)
+    ],
+    mtp_layer: Annotated[
+        int | None,
+        typer.Option(help="MTP layer to export when the source has several [default: the first]."),
+    ] = None,
+    dtype: Annotated[DType, typer.Option(help="Weight dtype of the draft.")] = DType.keep,
+    max_shard_size: Annotated[
+        str, typer.Option(help="Split weights into shards of at most this size (5GB, 500MiB).")
+    ] = "5GB",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export the MTP head of SOURCE as an SGLang EAGLE draft directory.
+
+    Reads only the MTP tensors (shard by shard), writes model.safetensors, config.json
+    and the fastmtp.json manifest into DIR atomically, and prints DIR (or JSON).
+    """
+    from ..export import export_draft
+    from ..launch import sglang_command, sglang_command_text
+
+    setup_logging(quiet)
+    result = export_draft(
+        source,
+        out,
+        mtp_layer=mtp_layer,
+        dtype=dtype.value,
+        overwrite=overwrite,
+        max_shard_bytes=_shard_size(max_shard_size),
+        progress=False if quiet else None,
+    )
+    m = result.manifest
+    if json_out:
+        emit_json(
+            {
+                "out": str(result.out),
+                "family": m.family,
+                "mtp_layer": m.source.mtp_layer,
+                "dtype": m.dtype,
+                "num_parameters": m.num_parameters,
+                "bytes_written": result.bytes_written,
+                "seconds": round(result.seconds, 3),
+                "files": {k: v.model_dump() for k, v in m.files.items()},
+                "sglang_command": sglang_command(result.out, m),
+            }
+        )
+        return
+    log.info(
+        "wrote %d tensors (%s parameters, %s, %s) in %.2f s",
+        len(m.tensors),
+        f"{m.num_parameters:,}",
+        m.dtype,
+        human_bytes(result.bytes_written),
+        result.seconds,
+    )
+    log.info("serve with:\n  %s", sglang_command_text(result.out, m))
+    typer.echo(str(result.out))
+
+
+export.__doc__ = (export.__doc__ or "") + EXAMPLES

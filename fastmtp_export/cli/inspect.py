@@ -1,0 +1,69 @@
+"""``fastmtp-export inspect DIR``: offline validation and a human summary."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ._errors import fail, handle_errors
+from ._options import ArtifactArg, JsonOpt
+from ._output import emit_json, human_bytes
+
+if TYPE_CHECKING:
+    from ..artifact import ArtifactReport
+
+
+def render(report: ArtifactReport) -> str:
+    """Multi-line text summary of an artifact report."""
+    m = report.manifest
+    status = "OK" if report.ok else f"INVALID ({len(report.problems)} problems)"
+    lines = [
+        f"artifact   {report.path}  {status}",
+        f"family     {m.family} (SGLang {m.sglang.draft_class})",
+        f"weights    {len(report.tensors)} tensors, {m.num_parameters:,} parameters, {m.dtype}",
+        f"source     {m.source.path} ({m.source.architecture}, MTP layer {m.source.mtp_layer}"
+        f" of {m.source.available_mtp_layers})",
+        f"hashes     {report.hashes_checked}/{len(m.files)} files checked",
+        "files",
+    ]
+    lines += [
+        f"  {name:<34} {human_bytes(e.size):>9}  sha256 {e.sha256[:16]}"
+        for name, e in m.files.items()
+    ]
+    lines.append("tensors")
+    width = max((len(k) for k in report.tensors), default=0)
+    lines += [
+        f"  {k:<{width}}  {dtype:<4} {list(shape)}"
+        for k, (dtype, shape, _f) in sorted(report.tensors.items())
+    ]
+    lines.append("languages  none (no token maps in this artifact)")
+    lines += [f"problem    {p}" for p in report.problems]
+    lines += [f"warning    {w}" for w in report.warnings]
+    lines += ["serve with", "  " + shlex.join(report.launch_command())]
+    return "\n".join(lines)
+
+
+@handle_errors
+def inspect(
+    artifact: ArtifactArg,
+    no_hashes: Annotated[
+        bool, typer.Option("--no-hashes", help="Skip re-hashing files (sizes are still checked).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate an exported artifact offline and print its summary.
+
+    Checks file sizes and sha256 against fastmtp.json, the tensor key set and shapes
+    against SGLang's loader contract, and the config. Exits 1 on any mismatch.
+    """
+    from ..artifact import inspect_artifact
+
+    report = inspect_artifact(artifact, check_hashes=not no_hashes)
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        typer.echo(render(report))
+    if not report.ok:
+        raise fail(f"{artifact} is invalid: {'; '.join(report.problems)}; re-export it")

@@ -1,0 +1,94 @@
+"""``export_draft``: source checkpoint -> SGLang EAGLE-algorithm MTP draft directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import manifest as mf
+from ._progress import byte_progress
+from .atomic import atomic_directory
+from .checkpoint import SourceCheckpoint
+from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
+from .readers import resolve_reader
+
+log = logging.getLogger(__name__)
+
+#: ``--dtype`` choices -> torch dtype names (``keep`` = no conversion).
+DTYPES: dict[str, str | None] = {
+    "keep": None,
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "fp32": "float32",
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The published artifact and what it cost."""
+
+    out: Path
+    manifest: mf.Manifest
+    bytes_written: int
+    seconds: float
+
+
+def export_draft(
+    source: Path,
+    out: Path,
+    *,
+    mtp_layer: int | None = None,
+    dtype: str = "keep",
+    overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: bool | None = None,
+) -> ExportResult:
+    """Export the MTP head of ``source`` into the draft directory ``out``.
+
+    Only the MTP tensors are read (lazily, shard by shard); the trunk, embedding and
+    ``lm_head`` are never loaded. ``out`` appears atomically and complete, or not at
+    all; ``source`` is never modified.
+
+    Args:
+        mtp_layer: which MTP layer to export when there are several (default: the first).
+        dtype: one of :data:`DTYPES`.
+        progress: show a byte progress bar on stderr (``None``: only on a TTY).
+
+    Raises:
+        FastMTPError: any user-facing problem, with a one-line message.
+
+    Example:
+        >>> export_draft(Path("MiMo-7B-RL"), Path("mimo-fastmtp-draft"))  # doctest: +SKIP
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+    start = time.perf_counter()
+    ckpt = SourceCheckpoint.open(source)
+    reader = resolve_reader(ckpt)
+    plan = reader.plan(ckpt, mtp_layer)
+    log.info(
+        "exporting %s MTP layer %d (%d tensors) from %s",
+        plan.family,
+        plan.layer,
+        len(plan.tensors),
+        source,
+    )
+    total = sum(i.nbytes for i in plan.tensors.values())
+    with atomic_directory(out, overwrite=overwrite, protect=source) as tmp:
+        with byte_progress(total, "writing draft", enabled=progress) as advance:
+            files = write_draft(
+                plan,
+                reader,
+                source=source,
+                source_config_sha256=ckpt.config_sha256,
+                weight_map=ckpt.weight_map,
+                out=tmp,
+                dtype=DTYPES[dtype],
+                max_shard_bytes=max_shard_bytes,
+                on_bytes=advance,
+            )
+    return ExportResult(
+        Path(out).absolute(), files.manifest, files.bytes_written, time.perf_counter() - start
+    )

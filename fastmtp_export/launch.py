@@ -1,0 +1,30 @@
+"""The SGLang command line that serves an artifact next to its base model."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from .manifest import Manifest
+
+
+def sglang_command(artifact: Path, manifest: Manifest, base: str | None = None) -> list[str]:
+    """argv for ``python -m sglang.launch_server`` with this draft, K=3 chain.
+
+    ``--speculative-draft-model-path`` is always given: without it SGLang loads the
+    draft from the base directory and, when that has no MTP tensors, runs with
+    uninitialised draft weights and no warning (acceptance ~1.0).
+    """
+    flags = manifest.sglang.recommended_flags
+    argv = ["python", "-m", "sglang.launch_server", "--model-path", base or manifest.source.path]
+    if manifest.sglang.base_needs_trust_remote_code:
+        argv.append("--trust-remote-code")
+    argv += flags[:2]  # --speculative-algorithm EAGLE
+    argv += ["--speculative-draft-model-path", str(artifact)]
+    argv += flags[2:]
+    return argv
+
+
+def sglang_command_text(artifact: Path, manifest: Manifest, base: str | None = None) -> str:
+    """:func:`sglang_command` quoted for a POSIX shell."""
+    return shlex.join(sglang_command(artifact, manifest, base))

@@ -1,0 +1,122 @@
+"""``fastmtp.json``: the artifact's manifest, a typed and versioned record.
+
+It is what makes an artifact checkable offline (every file's sha256 and size), traceable
+(source path, config hash, layer, tool version) and servable (the SGLang flags). The
+SGLang plugin, ``inspect`` and ``push`` all read it, so the schema is strict
+(``extra="forbid"``) and carries a format version; docs/format.md describes each field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ArtifactError
+
+MANIFEST_NAME = "fastmtp.json"
+FORMAT_NAME = "fastmtp-draft"
+#: bump on any change a reader of older artifacts would misinterpret.
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    size: int = Field(description="File size in bytes.")
+    sha256: str = Field(description="Hex sha256 of the file's bytes.")
+
+
+class TensorEntry(_Strict):
+    dtype: str = Field(description="safetensors dtype code, e.g. BF16.")
+    shape: list[int] = Field(description="Tensor shape.")
+    file: str = Field(description="The safetensors file holding it.")
+
+
+class SourceInfo(_Strict):
+    path: str = Field(description="Absolute path of the source checkpoint at export time.")
+    config_sha256: str = Field(description="sha256 of the source config.json bytes.")
+    architecture: str = Field(description="architectures[0] of the source config.")
+    model_type: str | None = Field(description="model_type of the source config.")
+    mtp_layer: int = Field(description="The source MTP layer exported (the draft's layer 0).")
+    available_mtp_layers: list[int] = Field(description="MTP layers present in the source.")
+    dtypes: list[str] = Field(description="safetensors dtype codes of the source MTP tensors.")
+
+
+class ConfigChangesEntry(_Strict):
+    removed: list[str] = Field(description="Source config keys dropped (training-only, remote code).")
+    set: dict[str, Any] = Field(description="Keys whose value the draft config sets or changes.")
+
+
+class SGLangInfo(_Strict):
+    draft_class: str = Field(description="The SGLang class that loads this draft, e.g. MiMoMTP.")
+    recommended_flags: list[str] = Field(
+        description="Speculative flags for FastMTP K=3 chain speculation."
+    )
+    base_needs_trust_remote_code: bool = Field(
+        description="Whether serving the base model needs --trust-remote-code."
+    )
+
+
+class ToolInfo(_Strict):
+    name: str = Field(description="Always fastmtp-export.")
+    version: str = Field(description="The fastmtp-export version that wrote the artifact.")
+
+
+class Manifest(_Strict):
+    format: Literal["fastmtp-draft"] = Field(description="Marks a fastmtp-export artifact.")
+    format_version: int = Field(description="Artifact format version; see FORMAT_VERSION.")
+    family: str = Field(description="Checkpoint family (reader), e.g. mimo.")
+    dtype: str = Field(description="Tensor dtype of the draft weights, or 'mixed'.")
+    num_parameters: int = Field(description="Total parameters in the draft tensors.")
+    tensors: dict[str, TensorEntry] = Field(description="Every draft tensor, by name.")
+    files: dict[str, FileEntry] = Field(
+        description="Every artifact file except fastmtp.json itself, with size and sha256."
+    )
+    source: SourceInfo
+    config_changes: ConfigChangesEntry
+    sglang: SGLangInfo
+    tool: ToolInfo
+
+
+def dumps(manifest: Manifest) -> str:
+    """Canonical JSON text: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def load(artifact: Path) -> Manifest:
+    """Read and validate ``artifact/fastmtp.json``.
+
+    Raises:
+        ArtifactError: missing, unparsable, from a newer tool, or schema-invalid.
+    """
+    path = artifact / MANIFEST_NAME
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{artifact} has no {MANIFEST_NAME}; it is not a fastmtp-export artifact "
+            "(create one with: fastmtp-export export SOURCE --out DIR)"
+        ) from None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); re-export the artifact") from exc
+    version = doc.get("format_version") if isinstance(doc, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has format version {version}, newer than this tool's {FORMAT_VERSION}; "
+            "upgrade fastmtp-export"
+        )
+    try:
+        return Manifest.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(
+            f"{path} is invalid at {where or 'top level'}: {first['msg']}; re-export the artifact"
+        ) from exc

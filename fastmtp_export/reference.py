@@ -1,0 +1,177 @@
+"""A pure-PyTorch MiMo MTP forward, computed exactly as SGLang's ``MiMoMTP`` does.
+
+Why it exists: to prove an export is lossless (exported tensors give bit-identical
+logits to the source tensors) and, later, to evaluate acceptance without a GPU server.
+One MTP step over a sequence of T positions::
+
+    e   = embed(x_{t+1}); e[positions == 0] = 0           # [T, H]
+    x   = input_proj(cat[hidden_ln(h_t), token_ln(e)])     # [T, 2H] -> [T, H]; hidden FIRST
+    x   = x + attn(input_ln(x))                            # Qwen2 attention, q/k/v bias, RoPE
+    x   = x + mlp(post_attention_ln(x))                    # SwiGLU
+    out = final_ln(x)                                      # [T, H], fed to the next step
+    logits = out @ lm_head.T                               # [T, V], the *target's* head
+
+``h_t`` is the target's final-normed hidden state at step 1 and the previous step's
+``out`` afterwards (SGLang's EAGLE semantics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from .contract import config_dims
+
+PREFIX = "model.mtp_layers.0."
+
+
+@dataclass(frozen=True)
+class MTPDims:
+    """The config values the forward needs."""
+
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MTPDims:
+        dims = config_dims(config)
+        heads = int(config["num_attention_heads"])
+        head_dim = dims["Q"] // heads
+        return cls(
+            hidden_size=dims["H"],
+            num_heads=heads,
+            num_kv_heads=dims["KV"] // head_dim,
+            head_dim=head_dim,
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(config.get("rope_theta", 10000.0)),
+        )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen2RMSNorm: normalise in float32, cast back, then scale."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neox-style rotary tables, each [T, head_dim]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, head_dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def attention(
+    x: torch.Tensor, w: Mapping[str, torch.Tensor], dims: MTPDims, positions: torch.Tensor
+) -> torch.Tensor:
+    """Causal GQA self-attention over one sequence; x [T, H] -> [T, H]."""
+    t = x.shape[0]
+    p = "self_attn."
+    q = F.linear(x, w[p + "q_proj.weight"], w[p + "q_proj.bias"])  # [T, nh*hd]
+    k = F.linear(x, w[p + "k_proj.weight"], w[p + "k_proj.bias"])  # [T, nkv*hd]
+    v = F.linear(x, w[p + "v_proj.weight"], w[p + "v_proj.bias"])  # [T, nkv*hd]
+    q = q.view(t, dims.num_heads, dims.head_dim).transpose(0, 1)  # [nh, T, hd]
+    k = k.view(t, dims.num_kv_heads, dims.head_dim).transpose(0, 1)  # [nkv, T, hd]
+    v = v.view(t, dims.num_kv_heads, dims.head_dim).transpose(0, 1)  # [nkv, T, hd]
+    cos, sin = rope_cos_sin(positions, dims.head_dim, dims.rope_theta, x.dtype)
+    q = q * cos + _rotate_half(q) * sin
+    k = k * cos + _rotate_half(k) * sin
+    groups = dims.num_heads // dims.num_kv_heads
+    k = k.repeat_interleave(groups, dim=0)  # [nh, T, hd]
+    v = v.repeat_interleave(groups, dim=0)  # [nh, T, hd]
+    scores = (q @ k.transpose(1, 2)) / math.sqrt(dims.head_dim)  # [nh, T, T]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    out = (probs @ v).transpose(0, 1).reshape(t, dims.num_heads * dims.head_dim)  # [T, nh*hd]
+    return F.linear(out, w[p + "o_proj.weight"])
+
+
+def mlp(x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    gate = F.linear(x, w["mlp.gate_proj.weight"])  # [T, I]
+    up = F.linear(x, w["mlp.up_proj.weight"])  # [T, I]
+    return F.linear(F.silu(gate) * up, w["mlp.down_proj.weight"])
+
+
+class MiMoMTPReference:
+    """One MiMo MTP layer plus the target's shared embedding and ``lm_head``."""
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        embed: torch.Tensor,
+        lm_head: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Args:
+        weights: the 16 MTP tensors, named ``model.mtp_layers.0.*`` (prefix optional).
+        embed, lm_head: the target's [V, H] tensors (the draft ships neither).
+        dtype: compute dtype; default: the dtype of ``input_proj.weight``.
+        """
+        w = {k.removeprefix(PREFIX): v for k, v in weights.items()}
+        dtype = dtype or w["input_proj.weight"].dtype
+        self.w = {k: v.to(dtype) for k, v in w.items()}
+        self.embed = embed.to(dtype)
+        self.lm_head = lm_head.to(dtype)
+        self.dims = MTPDims.from_config(config)
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def forward(
+        self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MTP step, teacher-forced over T positions.
+
+        Args:
+            hidden: [T, H] previous hidden (target final-normed, or the last step's out).
+            next_ids: [T] int64, token t+1 for each position t.
+            positions: [T] int64 positions t.
+
+        Returns:
+            (logits [T, V] float32, out [T, H]) where out is the final-normed hidden.
+        """
+        w, eps = self.w, self.dims.rms_norm_eps
+        e = self.embed[next_ids]  # [T, H]
+        e = e.masked_fill((positions == 0)[:, None], 0.0)
+        x = torch.cat(
+            (rms_norm(hidden.to(self.dtype), w["hidden_layernorm.weight"], eps),
+             rms_norm(e, w["token_layernorm.weight"], eps)),
+            dim=-1,
+        )  # [T, 2H], order [hidden, embed]
+        x = F.linear(x, w["input_proj.weight"])  # [T, H]
+        x = x + attention(rms_norm(x, w["input_layernorm.weight"], eps), w, self.dims, positions)
+        x = x + mlp(rms_norm(x, w["post_attention_layernorm.weight"], eps), w)
+        out = rms_norm(x, w["final_layernorm.weight"], eps)  # [T, H]
+        return F.linear(out, self.lm_head).float(), out
+
+    __call__ = forward
+
+
+def load_artifact_weights(artifact: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an exported draft directory (every ``*.safetensors`` file)."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for f in sorted(artifact.glob("*.safetensors")):
+        weights.update(load_file(str(f)))
+    return weights

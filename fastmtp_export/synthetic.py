@@ -1,0 +1,194 @@
+"""Deterministic synthetic MiMo checkpoints: the demo default, test fixtures, benchmarks.
+
+Nothing can be downloaded here, so every run that needs "a MiMo checkpoint" builds one:
+the real tensor names and layout (sharded safetensors + index, ``model.mtp_layers.*``)
+with random values. Each tensor's values depend only on ``(seed, name)``, so a file is
+byte-identical across runs and machines, whatever the shard split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .safetensors_io import DTYPE_CODES, TensorSpec, tensor_bytes, write_safetensors
+
+#: MiMo-7B-RL's shapes (reference: fastmtp-method.md §4.1).
+MIMO_7B: dict[str, int] = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 151680,
+}
+
+#: the ``make demo`` default: MiMo's real vocabulary, a tiny trunk and head.
+DEMO: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 151680,
+}
+
+#: test fixtures: small enough that a round trip takes milliseconds.
+TINY: dict[str, int] = {**DEMO, "vocab_size": 256}
+
+_ROWS_PER_CHUNK_BYTES = 32 << 20
+
+
+def mimo_config(
+    dims: dict[str, int], *, num_mtp_layers: int = 1, training_keys: bool = False
+) -> dict[str, Any]:
+    """A MiMo-style ``config.json`` (``model_type: mimo``, remote code) for ``dims``.
+
+    ``training_keys`` adds the keys FastMTP's training config carries, which the
+    exporter must strip.
+    """
+    cfg: dict[str, Any] = {
+        "architectures": ["MiMoForCausalLM"],
+        "model_type": "mimo",
+        "auto_map": {
+            "AutoConfig": "configuration_mimo.MiMoConfig",
+            "AutoModel": "modeling_mimo.MiMoModel",
+            "AutoModelForCausalLM": "modeling_mimo.MiMoForCausalLM",
+        },
+        "attention_bias": True,
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "hidden_act": "silu",
+        "initializer_range": 0.02,
+        "max_position_embeddings": 32768,
+        "max_window_layers": dims["num_hidden_layers"],
+        "num_nextn_predict_layers": num_mtp_layers,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 640000,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        **dims,
+    }
+    if training_keys:
+        cfg.update(
+            num_speculative_steps=3,
+            mtp_loss_step_weights=[0.51, 0.31, 0.18],
+            ntp_loss_weight=0.0,
+            mtp_loss_weight=1.0,
+            tokenizer_class=["Qwen2Tokenizer"],
+        )
+    return cfg
+
+
+def _decoder_shapes(prefix: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    head_dim = h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * head_dim, cfg["num_key_value_heads"] * head_dim
+    return {
+        prefix + "input_layernorm.weight": (h,),
+        prefix + "self_attn.q_proj.weight": (q, h),
+        prefix + "self_attn.q_proj.bias": (q,),
+        prefix + "self_attn.k_proj.weight": (kv, h),
+        prefix + "self_attn.k_proj.bias": (kv,),
+        prefix + "self_attn.v_proj.weight": (kv, h),
+        prefix + "self_attn.v_proj.bias": (kv,),
+        prefix + "self_attn.o_proj.weight": (h, q),
+        prefix + "post_attention_layernorm.weight": (h,),
+        prefix + "mlp.gate_proj.weight": (i, h),
+        prefix + "mlp.up_proj.weight": (i, h),
+        prefix + "mlp.down_proj.weight": (h, i),
+    }
+
+
+def mimo_tensor_shapes(cfg: dict[str, Any], *, include_trunk: bool = True) -> dict[str, tuple[int, ...]]:
+    """Every tensor name -> shape of a MiMo checkpoint, in file order."""
+    h, v = cfg["hidden_size"], cfg["vocab_size"]
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
+    if include_trunk:
+        for layer in range(cfg["num_hidden_layers"]):
+            shapes.update(_decoder_shapes(f"model.layers.{layer}.", cfg))
+        shapes["model.norm.weight"] = (h,)
+    for m in range(cfg.get("num_nextn_predict_layers", 1)):
+        p = f"model.mtp_layers.{m}."
+        shapes[p + "token_layernorm.weight"] = (h,)
+        shapes[p + "hidden_layernorm.weight"] = (h,)
+        shapes[p + "input_proj.weight"] = (h, 2 * h)
+        shapes.update(_decoder_shapes(p, cfg))
+        shapes[p + "final_layernorm.weight"] = (h,)
+    shapes["lm_head.weight"] = (v, h)
+    return shapes
+
+
+def _values(name: str, shape: tuple[int, ...], seed: int, dtype: str) -> Iterator[memoryview]:
+    """Random values for one tensor, generated in bounded row chunks (deterministic)."""
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    is_norm = name.endswith("norm.weight")
+    is_bias = name.endswith(".bias")
+    scale = 0.02 if (is_bias or len(shape) == 1) else 1.0 / math.sqrt(shape[-1])
+    row_elems = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    rows = shape[0] if len(shape) > 1 else 1
+    step = max(1, _ROWS_PER_CHUNK_BYTES // (row_elems * 4))
+    base = zlib.crc32(name.encode()) ^ (seed * 0x9E3779B1)
+    for chunk, start in enumerate(range(0, rows, step)):
+        n = min(step, rows - start)
+        gen = torch.Generator().manual_seed((base + chunk) & 0xFFFF_FFFF_FFFF)
+        t = torch.randn(n * row_elems, generator=gen) * scale  # [n*row_elems] float32
+        if is_norm:
+            t += 1.0
+        t = t.to(tdtype)
+        yield tensor_bytes(t)
+
+
+def write_synthetic_mimo(
+    path: Path,
+    cfg: dict[str, Any],
+    *,
+    seed: int = 0,
+    num_shards: int = 2,
+    include_trunk: bool = True,
+    dtype: str = "bfloat16",
+) -> Path:
+    """Write a sharded MiMo checkpoint (``config.json``, shards, index) into ``path``.
+
+    MTP tensors are spread round-robin over the shards so that readers must really
+    work shard by shard; the other tensors are split by size.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    shapes = mimo_tensor_shapes(cfg, include_trunk=include_trunk)
+    code = DTYPE_CODES[dtype]
+    specs = {
+        name: TensorSpec(name, code, shape, lambda n=name, s=shape: _values(n, s, seed, dtype))
+        for name, shape in shapes.items()
+    }
+    groups: list[list[TensorSpec]] = [[] for _ in range(num_shards)]
+    others = [s for n, s in specs.items() if ".mtp_layers." not in n]
+    per_shard = sum(s.nbytes for s in others) / num_shards
+    acc = 0
+    for spec in others:
+        groups[min(int(acc // per_shard), num_shards - 1)].append(spec)
+        acc += spec.nbytes
+    for i, spec in enumerate(s for n, s in specs.items() if ".mtp_layers." in n):
+        groups[i % num_shards].append(spec)
+    weight_map: dict[str, str] = {}
+    for i, group in enumerate(groups):
+        fname = f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+        write_safetensors(path / fname, sorted(group, key=lambda s: s.name), {"format": "pt"})
+        weight_map.update({s.name: fname for s in group})
+    total = sum(s.nbytes for s in specs.values())
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2)
+        + "\n"
+    )
+    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return path
