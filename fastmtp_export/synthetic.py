@@ -61,8 +61,9 @@ def mimo_config(
         },
         "attention_bias": True,
         "attention_dropout": 0.0,
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
+        # MiMo's <|endoftext|> / <|im_end|>, kept inside small test vocabularies
+        "bos_token_id": min(151643, dims["vocab_size"] - 2),
+        "eos_token_id": min(151645, dims["vocab_size"] - 1),
         "hidden_act": "silu",
         "initializer_range": 0.02,
         "max_position_embeddings": 32768,

@@ -1,0 +1,120 @@
+"""The typer CLI: results on stdout, JSON mode, inspect's checks, demo."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fastmtp_export.cli import app
+
+
+def _export(runner: CliRunner, src: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["export", str(src), "--out", str(out), *extra])
+
+
+def test_export_prints_the_artifact_path(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+    r = _export(runner, tiny_source, tmp_path / "draft")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str((tmp_path / "draft").absolute())
+    assert "--speculative-draft-model-path" in r.stderr  # the hint is a log line, not a result
+
+
+def test_export_json(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+    r = _export(runner, tiny_source, tmp_path / "draft", "--json", "--dtype", "fp32")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["dtype"] == "float32"
+    assert doc["num_parameters"] == 45504
+    assert set(doc["files"]) == {"config.json", "model.safetensors"}
+    cmd = doc["sglang_command"]
+    assert cmd[cmd.index("--speculative-draft-model-path") + 1] == doc["out"]
+    assert cmd[cmd.index("--speculative-num-steps") + 1] == "3"
+    assert cmd[cmd.index("--speculative-eagle-topk") + 1] == "1"
+    assert cmd[cmd.index("--speculative-num-draft-tokens") + 1] == "4"
+
+
+def test_inspect_ok(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+    _export(runner, tiny_source, tmp_path / "draft")
+    r = runner.invoke(app, ["inspect", str(tmp_path / "draft")])
+    assert r.exit_code == 0, r.output
+    assert "OK" in r.stdout.splitlines()[0]
+    assert "2/2 files checked" in r.stdout
+    assert re.search(r"model\.mtp_layers\.0\.input_proj\.weight +BF16 \[64, 128\]", r.stdout)
+    assert "--speculative-algorithm EAGLE" in r.stdout
+    doc = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "draft"), "--json"]).stdout)
+    assert doc["ok"] is True
+    assert len(doc["tensors"]) == 16
+
+
+def test_inspect_detects_a_changed_byte(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "draft"
+    _export(runner, tiny_source, out)
+    f = out / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    r = runner.invoke(app, ["inspect", str(out)])
+    assert r.exit_code == 1
+    assert "model.safetensors sha256 differs" in r.stderr
+    assert "INVALID" in r.stdout
+
+
+def test_inspect_detects_contract_and_config_problems(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "draft"
+    _export(runner, tiny_source, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["num_nextn_predict_layers"] = 36
+    cfg["hidden_size"] = 32
+    (out / "config.json").write_text(json.dumps(cfg))
+    r = runner.invoke(app, ["inspect", str(out), "--no-hashes", "--json"])
+    assert r.exit_code == 1
+    problems = json.loads(r.stdout)["problems"]
+    assert any("config.json has" in p for p in problems)  # size no longer matches
+    assert any("num_nextn_predict_layers is 36" in p for p in problems)
+    assert any("input_proj.weight has shape [64, 128], config implies [32, 64]" in p for p in problems)
+
+
+def test_inspect_missing_file_and_not_an_artifact(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "draft"
+    _export(runner, tiny_source, out)
+    (out / "model.safetensors").unlink()
+    r = runner.invoke(app, ["inspect", str(out)])
+    assert r.exit_code == 1
+    assert "model.safetensors is listed in fastmtp.json but missing" in r.stderr
+    r = runner.invoke(app, ["inspect", str(tiny_source)])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: ") and "no fastmtp.json" in r.stderr
+
+
+def test_demo_runs_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["demo", "--cache-dir", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True
+    assert doc["family"] == "mimo"
+    assert doc["sglang_command"][:3] == ["python", "-m", "sglang.launch_server"]
+    assert (tmp_path / "demo-mimo-tiny" / "model-00002-of-00002.safetensors").exists()
+    text = runner.invoke(app, ["demo", "--cache-dir", str(tmp_path)]).stdout
+    assert text.rstrip().splitlines()[-1].strip().startswith("python -m sglang.launch_server")
+
+
+def test_version_and_help_do_not_import_torch() -> None:
+    code = (
+        "import sys; from fastmtp_export.cli import app; "
+        "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['--help']); "
+        "assert r.exit_code == 0 and 'export' in r.stdout; "
+        "bad = [m for m in ('torch', 'pydantic', 'safetensors') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastmtp_export", "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.startswith("fastmtp-export ")

@@ -1,0 +1,104 @@
+"""The streaming writer and header parser against the safetensors format itself."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from fastmtp_export.errors import CorruptShardError
+from fastmtp_export.safetensors_io import (
+    TensorSpec,
+    file_range_chunks,
+    ordered,
+    read_header,
+    tensor_bytes,
+    write_safetensors,
+)
+
+
+def _spec(name: str, t: torch.Tensor, code: str) -> TensorSpec:
+    return TensorSpec(name, code, tuple(t.shape), lambda: [tensor_bytes(t.contiguous())])
+
+
+def test_golden_bytes_of_a_one_tensor_file(tmp_path: Path) -> None:
+    # Expected bytes written out by hand from the format: u64 LE header length, JSON
+    # header padded with spaces to 8-byte alignment, then the raw little-endian data.
+    t = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)
+    out = write_safetensors(tmp_path / "a.safetensors", [_spec("test", t, "I32")], {"format": "pt"})
+    header = b'{"__metadata__":{"format":"pt"},"test":{"dtype":"I32","shape":[2,2],"data_offsets":[0,16]}}'
+    header += b" " * (-(8 + len(header)) % 8)
+    expected = struct.pack("<Q", len(header)) + header + struct.pack("<4i", 1, 2, 3, 4)
+    assert out.path.read_bytes() == expected
+    assert out.size == len(expected)
+
+
+def test_writer_output_loads_in_safetensors_and_matches(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(1)
+    tensors = {
+        "b.weight": torch.randn(7, 3, generator=g).to(torch.bfloat16),
+        "a.bias": torch.randn(5, generator=g),
+        "c.half": torch.randn(2, 2, generator=g).to(torch.float16),
+    }
+    codes = {torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16"}
+    specs = ordered(_spec(n, t, codes[t.dtype]) for n, t in tensors.items())
+    assert [s.name for s in specs] == ["a.bias", "b.weight", "c.half"]  # widest dtype first
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, specs, {"format": "pt"})
+    loaded = load_file(str(path))
+    assert loaded.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert torch.equal(loaded[name], t)
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt"}
+
+
+def test_header_parse_agrees_with_safetensors_writer(tmp_path: Path) -> None:
+    path = tmp_path / "ref.safetensors"
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    save_file({"x": t, "y": t[0].to(torch.bfloat16).contiguous()}, str(path), metadata={"format": "pt"})
+    header = read_header(path)
+    assert header.metadata == {"format": "pt"}
+    x = header.tensors["x"]
+    assert (x.dtype, x.shape, x.nbytes) == ("F32", (3, 4), 48)
+    raw = b"".join(bytes(c) for c in file_range_chunks(path, x.begin, x.nbytes))
+    assert raw == t.numpy().tobytes()
+
+
+def _valid(tmp_path: Path) -> Path:
+    path = tmp_path / "model-00001-of-00002.safetensors"
+    save_file({"w": torch.ones(64, 64)}, str(path), metadata={"format": "pt"})
+    return path
+
+
+def test_truncated_data_names_the_shard(tmp_path: Path) -> None:
+    path = _valid(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CorruptShardError, match=r"model-00001-of-00002\.safetensors is truncated"):
+        read_header(path)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x01\x02", struct.pack("<Q", 10**12) + b"{}", struct.pack("<Q", 4) + b"nope"],
+    ids=["empty", "short-length", "absurd-length", "bad-json"],
+)
+def test_garbage_headers_are_reported(tmp_path: Path, payload: bytes) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(CorruptShardError, match=r"bad\.safetensors"):
+        read_header(path)
+
+
+def test_inconsistent_offsets_are_reported(tmp_path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    path = tmp_path / "off.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CorruptShardError, match="spans 8 bytes but F32"):
+        read_header(path)
