@@ -39,7 +39,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)]))
+code = os.waitstatus_to_exitcode(status)
+print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, code]))
 """
 
 
@@ -91,7 +92,9 @@ def warm(paths: list[Path]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -102,7 +105,12 @@ def main() -> None:
     ckpt_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     warm([*src.glob("*.safetensors"), baseline_in])
 
-    results: dict[str, list[float]] = {"cp": [], "cp_sha256sum": [], "export_keep": [], "export_fp32": []}
+    results: dict[str, list[float]] = {
+        "cp": [],
+        "cp_sha256sum": [],
+        "export_keep": [],
+        "export_fp32": [],
+    }
     rss: dict[str, int] = {}
     for _ in range(args.repeats):
         dst = args.workdir / "cp-out.bin"

@@ -23,7 +23,14 @@ _LAZY = {
     "export_draft": "export",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "ArtifactReport",
+    "ExportResult",
+    "FastMTPError",
+    "__version__",
+    "export_draft",
+    "inspect_artifact",
+]
 
 
 def __getattr__(name: str) -> Any:

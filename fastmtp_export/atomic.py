@@ -9,7 +9,6 @@ and leaves the destination exactly as it was.
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ def atomic_directory(out: Path, *, overwrite: bool, protect: Path | None = None)
         OutputError: ``out`` is a file, exists non-empty without ``overwrite``,
             overlaps ``protect``, or cannot be created or written (incl. disk full).
     """
-    out = Path(os.path.abspath(out))
+    out = Path(out).absolute()
     if protect is not None:
         protect = protect.resolve()
         real = out.resolve()
@@ -79,14 +78,14 @@ def atomic_directory(out: Path, *, overwrite: bool, protect: Path | None = None)
 def _publish(tmp: Path, out: Path) -> None:
     """Move ``tmp`` to ``out``; an existing ``out`` is swapped away, then deleted."""
     if not out.exists():
-        os.rename(tmp, out)
+        tmp.rename(out)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / out.name)
+    out.rename(old / out.name)
     try:
-        os.rename(tmp, out)
+        tmp.rename(out)
     except OSError:
-        os.rename(old / out.name, out)  # put the previous artifact back
+        (old / out.name).rename(out)  # put the previous artifact back
         shutil.rmtree(old, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)

@@ -57,7 +57,9 @@ class SourceCheckpoint:
             if not isinstance(config, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            raise SourceError(f"{cfg_path} is not valid JSON ({exc}); restore the original file") from exc
+            raise SourceError(
+                f"{cfg_path} is not valid JSON ({exc}); restore the original file"
+            ) from exc
         weight_map = _weight_map(path)
         return cls(path, config, hashlib.sha256(raw).hexdigest(), weight_map)
 

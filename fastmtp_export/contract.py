@@ -97,7 +97,9 @@ def config_dims(config: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
-def expected_shapes(contract: DraftContract, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    contract: DraftContract, config: Mapping[str, Any]
+) -> dict[str, tuple[int, ...]]:
     """Concrete shape of every contract tensor for this config."""
     dims = config_dims(config)
     return {name: tuple(dims[s] for s in sym) for name, sym in contract.tensors.items()}

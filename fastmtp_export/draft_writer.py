@@ -160,7 +160,10 @@ def write_draft(
     if len(groups) > 1:
         total = sum(s.nbytes for s in specs)
         extra[INDEX_NAME] = _json_bytes(
-            {"metadata": {"total_size": total}, "weight_map": {k: v.file for k, v in tensors.items()}}
+            {
+                "metadata": {"total_size": total},
+                "weight_map": {k: v.file for k, v in tensors.items()},
+            }
         )
     for fname, data in extra.items():
         (out / fname).write_bytes(data)

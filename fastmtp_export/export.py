@@ -76,19 +76,21 @@ def export_draft(
         source,
     )
     total = sum(i.nbytes for i in plan.tensors.values())
-    with atomic_directory(out, overwrite=overwrite, protect=source) as tmp:
-        with byte_progress(total, "writing draft", enabled=progress) as advance:
-            files = write_draft(
-                plan,
-                reader,
-                source=source,
-                source_config_sha256=ckpt.config_sha256,
-                weight_map=ckpt.weight_map,
-                out=tmp,
-                dtype=DTYPES[dtype],
-                max_shard_bytes=max_shard_bytes,
-                on_bytes=advance,
-            )
+    with (
+        atomic_directory(out, overwrite=overwrite, protect=source) as tmp,
+        byte_progress(total, "writing draft", enabled=progress) as advance,
+    ):
+        files = write_draft(
+            plan,
+            reader,
+            source=source,
+            source_config_sha256=ckpt.config_sha256,
+            weight_map=ckpt.weight_map,
+            out=tmp,
+            dtype=DTYPES[dtype],
+            max_shard_bytes=max_shard_bytes,
+            on_bytes=advance,
+        )
     return ExportResult(
         Path(out).absolute(), files.manifest, files.bytes_written, time.perf_counter() - start
     )

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ArtifactError
 
 MANIFEST_NAME = "fastmtp.json"
-FORMAT_NAME = "fastmtp-draft"
+FORMAT_NAME: Literal["fastmtp-draft"] = "fastmtp-draft"
 #: bump on any change a reader of older artifacts would misinterpret.
 FORMAT_VERSION = 1
 
@@ -48,7 +48,9 @@ class SourceInfo(_Strict):
 
 
 class ConfigChangesEntry(_Strict):
-    removed: list[str] = Field(description="Source config keys dropped (training-only, remote code).")
+    removed: list[str] = Field(
+        description="Source config keys dropped (training-only, remote code)."
+    )
     set: dict[str, Any] = Field(description="Keys whose value the draft config sets or changes.")
 
 

@@ -154,8 +154,10 @@ class MiMoMTPReference:
         e = self.embed[next_ids]  # [T, H]
         e = e.masked_fill((positions == 0)[:, None], 0.0)
         x = torch.cat(
-            (rms_norm(hidden.to(self.dtype), w["hidden_layernorm.weight"], eps),
-             rms_norm(e, w["token_layernorm.weight"], eps)),
+            (
+                rms_norm(hidden.to(self.dtype), w["hidden_layernorm.weight"], eps),
+                rms_norm(e, w["token_layernorm.weight"], eps),
+            ),
             dim=-1,
         )  # [T, 2H], order [hidden, embed]
         x = F.linear(x, w["input_proj.weight"])  # [T, H]

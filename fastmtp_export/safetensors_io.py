@@ -10,12 +10,12 @@ header length, a JSON header (space-padded to 8 bytes) with ``dtype``, ``shape``
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import struct
-from concurrent.futures import ThreadPoolExecutor
-import ctypes
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO

@@ -8,6 +8,7 @@ byte-identical across runs and machines, whatever the shard split.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
@@ -110,7 +111,9 @@ def _decoder_shapes(prefix: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ..
     }
 
 
-def mimo_tensor_shapes(cfg: dict[str, Any], *, include_trunk: bool = True) -> dict[str, tuple[int, ...]]:
+def mimo_tensor_shapes(
+    cfg: dict[str, Any], *, include_trunk: bool = True
+) -> dict[str, tuple[int, ...]]:
     """Every tensor name -> shape of a MiMo checkpoint, in file order."""
     h, v = cfg["hidden_size"], cfg["vocab_size"]
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
@@ -169,7 +172,7 @@ def write_synthetic_mimo(
     shapes = mimo_tensor_shapes(cfg, include_trunk=include_trunk)
     code = DTYPE_CODES[dtype]
     specs = {
-        name: TensorSpec(name, code, shape, lambda n=name, s=shape: _values(n, s, seed, dtype))
+        name: TensorSpec(name, code, shape, functools.partial(_values, name, shape, seed, dtype))
         for name, shape in shapes.items()
     }
     groups: list[list[TensorSpec]] = [[] for _ in range(num_shards)]
@@ -188,7 +191,10 @@ def write_synthetic_mimo(
         weight_map.update({s.name: fname for s in group})
     total = sum(s.nbytes for s in specs.values())
     (path / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2)
+        json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+            indent=2,
+        )
         + "\n"
     )
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

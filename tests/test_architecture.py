@@ -21,10 +21,13 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_sglang_is_imported_only_by_hook_modules() -> None:
-    files = sorted((ROOT / "fastmtp_export").rglob("*.py")) + sorted((ROOT / "sglang_patch").rglob("*.py"))
+    files = sorted((ROOT / "fastmtp_export").rglob("*.py")) + sorted(
+        (ROOT / "sglang_patch").rglob("*.py")
+    )
     assert files
     offenders = [
-        str(f.relative_to(ROOT)) for f in files
+        str(f.relative_to(ROOT))
+        for f in files
         if "sglang" in _imports(f) and str(f.relative_to(ROOT)) not in SGLANG_IMPORTERS
     ]
     assert offenders == []

@@ -16,11 +16,11 @@ from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
 from .conftest import tree_digest
 
 
-def _run(runner: CliRunner, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _run(runner: CliRunner, *args: str, env: dict[str, str] | None = None):
     return runner.invoke(app, list(args), env=env)
 
 
-def _assert_one_line_error(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
+def _assert_one_line_error(result, *needles: str) -> None:
     assert result.exit_code == 1, result.output
     # progress/log lines may precede it; the error itself is exactly one final line
     lines = result.stderr.strip().splitlines()
@@ -97,7 +97,9 @@ def test_corrupt_header_is_named(runner: CliRunner, tiny_source: Path, tmp_path:
     _assert_one_line_error(r, "model-00001-of-00002.safetensors", "unreadable header")
 
 
-def test_index_points_at_missing_shard(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+def test_index_points_at_missing_shard(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
     (tiny_source / "model-00002-of-00002.safetensors").unlink()
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tiny_source), "--out", str(out))
@@ -116,7 +118,9 @@ def test_shape_disagrees_with_config(runner: CliRunner, tiny_source: Path, tmp_p
     _nothing_written(tmp_path, out)
 
 
-def test_nonempty_out_without_overwrite(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+def test_nonempty_out_without_overwrite(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "draft"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -151,7 +155,7 @@ def test_disk_full_mid_write_leaves_nothing(
     real = sio.file_range_chunks
     calls = {"n": 0}
 
-    def failing(path: Path, begin: int, nbytes: int):  # type: ignore[no-untyped-def]
+    def failing(path: Path, begin: int, nbytes: int):
         calls["n"] += 1
         if calls["n"] > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -165,14 +169,24 @@ def test_disk_full_mid_write_leaves_nothing(
 
 
 def test_debug_variable_shows_traceback(runner: CliRunner, tmp_path: Path) -> None:
-    r = _run(runner, "export", str(tmp_path / "nope"), "--out", str(tmp_path / "d"),
-             env={"FASTMTP_DEBUG": "1"})
+    r = _run(
+        runner,
+        "export",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "d"),
+        env={"FASTMTP_DEBUG": "1"},
+    )
     assert r.exit_code == 1
     assert "Traceback" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-def test_bad_shard_size_is_a_usage_error(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
-    r = _run(runner, "export", str(tiny_source), "--out", str(tmp_path / "d"), "--max-shard-size", "lots")
+def test_bad_shard_size_is_a_usage_error(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
+    r = _run(
+        runner, "export", str(tiny_source), "--out", str(tmp_path / "d"), "--max-shard-size", "lots"
+    )
     assert r.exit_code == 2
     assert "not a size" in r.stderr

@@ -13,11 +13,13 @@ from typer.testing import CliRunner
 from fastmtp_export.cli import app
 
 
-def _export(runner: CliRunner, src: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+def _export(runner: CliRunner, src: Path, out: Path, *extra: str):
     return runner.invoke(app, ["export", str(src), "--out", str(out), *extra])
 
 
-def test_export_prints_the_artifact_path(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+def test_export_prints_the_artifact_path(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
     r = _export(runner, tiny_source, tmp_path / "draft")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == str((tmp_path / "draft").absolute())
@@ -51,7 +53,9 @@ def test_inspect_ok(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> Non
     assert len(doc["tensors"]) == 16
 
 
-def test_inspect_detects_a_changed_byte(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+def test_inspect_detects_a_changed_byte(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "draft"
     _export(runner, tiny_source, out)
     f = out / "model.safetensors"
@@ -78,10 +82,14 @@ def test_inspect_detects_contract_and_config_problems(
     problems = json.loads(r.stdout)["problems"]
     assert any("config.json has" in p for p in problems)  # size no longer matches
     assert any("num_nextn_predict_layers is 36" in p for p in problems)
-    assert any("input_proj.weight has shape [64, 128], config implies [32, 64]" in p for p in problems)
+    assert any(
+        "input_proj.weight has shape [64, 128], config implies [32, 64]" in p for p in problems
+    )
 
 
-def test_inspect_missing_file_and_not_an_artifact(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
+def test_inspect_missing_file_and_not_an_artifact(
+    runner: CliRunner, tiny_source: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "draft"
     _export(runner, tiny_source, out)
     (out / "model.safetensors").unlink()
@@ -90,7 +98,8 @@ def test_inspect_missing_file_and_not_an_artifact(runner: CliRunner, tiny_source
     assert "model.safetensors is listed in fastmtp.json but missing" in r.stderr
     r = runner.invoke(app, ["inspect", str(tiny_source)])
     assert r.exit_code == 1
-    assert r.stderr.startswith("error: ") and "no fastmtp.json" in r.stderr
+    assert r.stderr.startswith("error: ")
+    assert "no fastmtp.json" in r.stderr
 
 
 def test_demo_runs_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
@@ -115,6 +124,9 @@ def test_version_and_help_do_not_import_torch() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run(
-        [sys.executable, "-m", "fastmtp_export", "--version"], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "fastmtp_export", "--version"],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert out.startswith("fastmtp-export ")

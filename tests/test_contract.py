@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from fastmtp_export.contract import MIMO_CONTRACT, contract_problems, expected_shapes, require_contract
+from fastmtp_export.contract import (
+    MIMO_CONTRACT,
+    contract_problems,
+    expected_shapes,
+    require_contract,
+)
 from fastmtp_export.errors import ContractError
 from fastmtp_export.synthetic import MIMO_7B, mimo_config
 
@@ -42,7 +47,9 @@ def test_each_wrong_shape_is_reported(name: str) -> None:
 def test_unexpected_tensor_refuses_to_write() -> None:
     shapes = expected_shapes(MIMO_CONTRACT, CFG)
     shapes["model.mtp_layers.0.self_attn.q_norm.weight"] = (128,)
-    with pytest.raises(ContractError, match="unexpected model.mtp_layers.0.self_attn.q_norm.weight"):
+    with pytest.raises(
+        ContractError, match="unexpected model.mtp_layers.0.self_attn.q_norm.weight"
+    ):
         require_contract(MIMO_CONTRACT, CFG, shapes)
 
 

@@ -73,7 +73,11 @@ def test_manifest_matches_golden(tiny_source: Path, tmp_path: Path) -> None:
     expected = expected.replace("<source>", str(tiny_source.resolve()))
     expected = expected.replace("<version>", version("fastmtp-export"))
     assert (out / "fastmtp.json").read_text() == expected
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "fastmtp.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "fastmtp.json",
+        "model.safetensors",
+    ]
 
 
 def test_reads_only_mtp_tensors(
@@ -83,7 +87,7 @@ def test_reads_only_mtp_tensors(
     read: list[tuple[str, int, int]] = []
     real = draft_writer.file_range_chunks
 
-    def spy(path: Path, begin: int, nbytes: int):  # type: ignore[no-untyped-def]
+    def spy(path: Path, begin: int, nbytes: int):
         read.append((path.name, begin, nbytes))
         return real(path, begin, nbytes)
 
@@ -113,7 +117,9 @@ def test_sharded_output_has_index(tiny_source: Path, tmp_path: Path) -> None:
     assert shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     index = json.loads((out / "model.safetensors.index.json").read_text())
     tensors = _draft_tensors(out)
-    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in tensors.values()
+    )
     for name, shard in index["weight_map"].items():
         with safe_open(str(out / shard), framework="pt") as fh:
             assert name in fh.keys()  # noqa: SIM118

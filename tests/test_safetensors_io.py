@@ -31,7 +31,10 @@ def test_golden_bytes_of_a_one_tensor_file(tmp_path: Path) -> None:
     # header padded with spaces to 8-byte alignment, then the raw little-endian data.
     t = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)
     out = write_safetensors(tmp_path / "a.safetensors", [_spec("test", t, "I32")], {"format": "pt"})
-    header = b'{"__metadata__":{"format":"pt"},"test":{"dtype":"I32","shape":[2,2],"data_offsets":[0,16]}}'
+    header = (
+        b'{"__metadata__":{"format":"pt"},'
+        b'"test":{"dtype":"I32","shape":[2,2],"data_offsets":[0,16]}}'
+    )
     header += b" " * (-(8 + len(header)) % 8)
     expected = struct.pack("<Q", len(header)) + header + struct.pack("<4i", 1, 2, 3, 4)
     assert out.path.read_bytes() == expected
@@ -61,7 +64,9 @@ def test_writer_output_loads_in_safetensors_and_matches(tmp_path: Path) -> None:
 def test_header_parse_agrees_with_safetensors_writer(tmp_path: Path) -> None:
     path = tmp_path / "ref.safetensors"
     t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
-    save_file({"x": t, "y": t[0].to(torch.bfloat16).contiguous()}, str(path), metadata={"format": "pt"})
+    save_file(
+        {"x": t, "y": t[0].to(torch.bfloat16).contiguous()}, str(path), metadata={"format": "pt"}
+    )
     header = read_header(path)
     assert header.metadata == {"format": "pt"}
     x = header.tensors["x"]

@@ -12,6 +12,7 @@ import typer
 
 from .._version import __version__
 from .demo import demo
+from .export import EXAMPLES as EXPORT_EXAMPLES
 from .export import export
 from .inspect import inspect
 
@@ -36,7 +37,9 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Turn a trained FastMTP MTP head into a small SGLang speculative-decoding draft.
@@ -45,7 +48,7 @@ def _root(
     """
 
 
-app.command()(export)
+app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
 app.command()(demo)
 

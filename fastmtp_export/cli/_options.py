@@ -17,5 +17,6 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing non-empty output directory.")
 ]
 ArtifactArg = Annotated[
-    Path, typer.Argument(help="An exported draft artifact directory.", show_default=False)
+    Path,
+    typer.Argument(help="An exported draft artifact directory.", metavar="DIR", show_default=False),
 ]

@@ -53,8 +53,13 @@ def demo(
     report = inspect_artifact(draft)
     report.raise_for_problems()
     if json_out:
-        emit_json({**report.to_json(), "source_build_seconds": round(built, 3),
-                   "export_seconds": round(result.seconds, 3)})
+        emit_json(
+            {
+                **report.to_json(),
+                "source_build_seconds": round(built, 3),
+                "export_seconds": round(result.seconds, 3),
+            }
+        )
         return
     typer.echo(f"1. built a tiny MiMo checkpoint in {built:.2f} s: {source}")
     typer.echo(f"2. exported its MTP head in {result.seconds:.2f} s: {draft}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,16 +15,15 @@ from ._output import emit_json, human_bytes, setup_logging
 
 log = logging.getLogger("fastmtp_export.cli")
 
-EXAMPLES = """
-Examples:
+EXAMPLES = """Examples:
 
+\b
   fastmtp-export export ./MiMo-7B-RL --out ./mimo-fastmtp-draft
-
   fastmtp-export export ./FastMTP --out ./draft --dtype bf16 --overwrite --json
 """
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     keep = "keep"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -44,10 +43,21 @@ def _shard_size(text: str) -> int:
 def export(
     source: Annotated[
         Path,
-        typer.Argument(help="Local Hugging Face checkpoint directory holding the MTP head.", show_default=False),
+        typer.Argument(
+            help="Local Hugging Face checkpoint directory holding the MTP head.",
+            metavar="SOURCE",
+            show_default=False,
+        ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Draft artifact directory to create.", show_default=False)
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Draft artifact directory to create.",
+            metavar="DIR",
+            show_default=False,
+        ),
     ],
     mtp_layer: Annotated[
         int | None,
@@ -105,6 +115,3 @@ def export(
     )
     log.info("serve with:\n  %s", sglang_command_text(result.out, m))
     typer.echo(str(result.out))
-
-
-export.__doc__ = (export.__doc__ or "") + EXAMPLES

@@ -47,4 +47,12 @@ def resolve_reader(ckpt: SourceCheckpoint) -> MTPReader:
 
 from . import mimo  # noqa: E402  (registers itself; must follow register_reader)
 
-__all__ = ["READERS", "ConfigChanges", "HeadPlan", "MTPReader", "mimo", "register_reader", "resolve_reader"]
+__all__ = [
+    "READERS",
+    "ConfigChanges",
+    "HeadPlan",
+    "MTPReader",
+    "mimo",
+    "register_reader",
+    "resolve_reader",
+]
