@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,8 +38,13 @@ def test_matches_transformers_qwen2_layer(tiny_source: Path) -> None:
     from transformers import Qwen2Config, Qwen2Model
 
     cfg = json.loads((tiny_source / "config.json").read_text())
-    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())["weight_map"]
-    names = [n for n in weight_map if n.startswith(P)] + ["model.embed_tokens.weight", "lm_head.weight"]
+    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())[
+        "weight_map"
+    ]
+    names = [n for n in weight_map if n.startswith(P)] + [
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+    ]
     w = {k: v.float() for k, v in _load_source(tiny_source, names).items()}
     embed, head = w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
     ref = MiMoMTPReference(w, cfg, embed, head, dtype=torch.float32)
@@ -54,9 +60,11 @@ def test_matches_transformers_qwen2_layer(tiny_source: Path) -> None:
 
     e = embed[next_ids].clone()
     e[0] = 0.0  # position 0 sees no token embedding
-    x_in = torch.cat((rms(hidden, w[P + "hidden_layernorm.weight"]), rms(e, w[P + "token_layernorm.weight"])), -1)
+    x_in = torch.cat(
+        (rms(hidden, w[P + "hidden_layernorm.weight"]), rms(e, w[P + "token_layernorm.weight"])), -1
+    )
     x_in = x_in @ w[P + "input_proj.weight"].T
-    qcfg = Qwen2Config(
+    qwen2: dict[str, Any] = dict(
         vocab_size=cfg["vocab_size"],
         hidden_size=cfg["hidden_size"],
         intermediate_size=cfg["intermediate_size"],
@@ -68,10 +76,19 @@ def test_matches_transformers_qwen2_layer(tiny_source: Path) -> None:
         max_position_embeddings=cfg["max_position_embeddings"],
         attn_implementation="eager",
     )
-    model = Qwen2Model(qcfg).eval()
-    state = {"layers.0." + k.removeprefix(P): v for k, v in w.items()
-             if not k.endswith(("token_layernorm.weight", "hidden_layernorm.weight",
-                                "input_proj.weight", "final_layernorm.weight"))}
+    model = Qwen2Model(Qwen2Config(**qwen2)).eval()
+    state = {
+        "layers.0." + k.removeprefix(P): v
+        for k, v in w.items()
+        if not k.endswith(
+            (
+                "token_layernorm.weight",
+                "hidden_layernorm.weight",
+                "input_proj.weight",
+                "final_layernorm.weight",
+            )
+        )
+    }
     state["norm.weight"] = w[P + "final_layernorm.weight"]
     state["embed_tokens.weight"] = embed
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -91,7 +108,9 @@ def test_exported_tensors_give_bit_identical_logits(tiny_source: Path, tmp_path:
     embed, head = source.pop("model.embed_tokens.weight"), source.pop("lm_head.weight")
     hidden, next_ids, positions = _inputs(cfg)
     from_source = MiMoMTPReference(source, cfg, embed, head)
-    from_draft = MiMoMTPReference(draft, json.loads((tmp_path / "draft" / "config.json").read_text()), embed, head)
+    from_draft = MiMoMTPReference(
+        draft, json.loads((tmp_path / "draft" / "config.json").read_text()), embed, head
+    )
     assert from_draft.dtype == torch.bfloat16
     # step 1, then a recursive step 2 fed with step 1's output (FastMTP's K-step use)
     l1s, h1s = from_source(hidden, next_ids, positions)
@@ -106,23 +125,35 @@ def test_exported_tensors_give_bit_identical_logits(tiny_source: Path, tmp_path:
 def test_bit_identity_check_can_fail(tiny_source: Path, swap: str) -> None:
     """Guard for the test above: a perturbed tensor must change the logits."""
     cfg = json.loads((tiny_source / "config.json").read_text())
-    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())["weight_map"]
-    names = [n for n in weight_map if n.startswith(P)] + ["model.embed_tokens.weight", "lm_head.weight"]
+    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())[
+        "weight_map"
+    ]
+    names = [n for n in weight_map if n.startswith(P)] + [
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+    ]
     w = _load_source(tiny_source, names)
     embed, head = w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
     bad = dict(w)
     bad[P + swap] = w[P + swap] * 1.01
     args = _inputs(cfg)
-    assert not torch.equal(MiMoMTPReference(w, cfg, embed, head)(*args)[0],
-                           MiMoMTPReference(bad, cfg, embed, head)(*args)[0])
+    assert not torch.equal(
+        MiMoMTPReference(w, cfg, embed, head)(*args)[0],
+        MiMoMTPReference(bad, cfg, embed, head)(*args)[0],
+    )
 
 
 def test_position_zero_ignores_the_token(tiny_source: Path, tmp_path: Path) -> None:
     export_draft(tiny_source, tmp_path / "draft")
     cfg = json.loads((tiny_source / "config.json").read_text())
     src = _load_source(tiny_source, ["model.embed_tokens.weight", "lm_head.weight"])
-    ref = MiMoMTPReference(load_artifact_weights(tmp_path / "draft"), cfg,
-                           src["model.embed_tokens.weight"], src["lm_head.weight"], dtype=torch.float32)
+    ref = MiMoMTPReference(
+        load_artifact_weights(tmp_path / "draft"),
+        cfg,
+        src["model.embed_tokens.weight"],
+        src["lm_head.weight"],
+        dtype=torch.float32,
+    )
     hidden, ids, pos = _inputs(cfg)
     other = ids.clone()
     other[0] = (ids[0] + 1) % cfg["vocab_size"]
