@@ -179,3 +179,13 @@ def test_overwrite_replaces_previous_artifact(tiny_source: Path, tmp_path: Path)
     export_draft(tiny_source, out, overwrite=True)
     assert json.loads((out / "fastmtp.json").read_text())["dtype"] == "bfloat16"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_progress_goes_to_stderr_only(
+    tiny_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export_draft(tiny_source, tmp_path / "draft", progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "writing draft" in captured.err
+    assert "100%" in captured.err

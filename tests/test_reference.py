@@ -26,6 +26,17 @@ def _load_source(src: Path, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _source_head(
+    src: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(config, MTP layer-0 tensors, embed, lm_head) read straight from the source."""
+    cfg = json.loads((src / "config.json").read_text())
+    weight_map = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    names = [n for n in weight_map if n.startswith(P)]
+    w = _load_source(src, [*names, "model.embed_tokens.weight", "lm_head.weight"])
+    return cfg, w, w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
+
+
 def _inputs(cfg: dict, t: int = 9, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(t, cfg["hidden_size"], generator=g)  # [T, H]
@@ -37,16 +48,9 @@ def _inputs(cfg: dict, t: int = 9, seed: int = 0) -> tuple[torch.Tensor, ...]:
 def test_matches_transformers_qwen2_layer(tiny_source: Path) -> None:
     from transformers import Qwen2Config, Qwen2Model
 
-    cfg = json.loads((tiny_source / "config.json").read_text())
-    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())[
-        "weight_map"
-    ]
-    names = [n for n in weight_map if n.startswith(P)] + [
-        "model.embed_tokens.weight",
-        "lm_head.weight",
-    ]
-    w = {k: v.float() for k, v in _load_source(tiny_source, names).items()}
-    embed, head = w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
+    cfg, w, embed, head = _source_head(tiny_source)
+    w = {k: v.float() for k, v in w.items()}
+    embed, head = embed.float(), head.float()
     ref = MiMoMTPReference(w, cfg, embed, head, dtype=torch.float32)
     hidden, next_ids, positions = _inputs(cfg)
     logits, out = ref(hidden, next_ids, positions)
@@ -124,16 +128,7 @@ def test_exported_tensors_give_bit_identical_logits(tiny_source: Path, tmp_path:
 @pytest.mark.parametrize("swap", ["hidden_layernorm.weight", "input_proj.weight"])
 def test_bit_identity_check_can_fail(tiny_source: Path, swap: str) -> None:
     """Guard for the test above: a perturbed tensor must change the logits."""
-    cfg = json.loads((tiny_source / "config.json").read_text())
-    weight_map = json.loads((tiny_source / "model.safetensors.index.json").read_text())[
-        "weight_map"
-    ]
-    names = [n for n in weight_map if n.startswith(P)] + [
-        "model.embed_tokens.weight",
-        "lm_head.weight",
-    ]
-    w = _load_source(tiny_source, names)
-    embed, head = w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
+    cfg, w, embed, head = _source_head(tiny_source)
     bad = dict(w)
     bad[P + swap] = w[P + swap] * 1.01
     args = _inputs(cfg)
