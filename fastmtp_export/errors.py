@@ -38,3 +38,7 @@ class OutputError(FastMTPError):
 
 class ArtifactError(FastMTPError):
     """An exported artifact fails validation (missing file, hash or key mismatch)."""
+
+
+class TokenMapError(FastMTPError):
+    """A hot-token map is malformed (duplicates, out-of-vocab ids, missing EOS, size)."""
