@@ -24,7 +24,7 @@ from typing import Any
 
 from . import manifest as mf
 from ._version import __version__
-from .checkpoint import INDEX_NAME
+from .checkpoint import INDEX_NAME, SourceCheckpoint
 from .contract import SGLANG_CHAIN_FLAGS, require_contract
 from .readers import MTPReader
 from .readers.base import HeadPlan
@@ -113,10 +113,8 @@ def _json_bytes(doc: Any) -> bytes:
 def write_draft(
     plan: HeadPlan,
     reader: MTPReader,
+    source: SourceCheckpoint,
     *,
-    source: Path,
-    source_config_sha256: str,
-    weight_map: dict[str, str],
     out: Path,
     dtype: str | None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -126,7 +124,7 @@ def write_draft(
 
     Args:
         dtype: ``"bfloat16"``/``"float16"``/``"float32"`` to convert, ``None`` to keep.
-        weight_map: the source's tensor -> shard map (to locate each tensor's file).
+        source: the checkpoint ``plan`` was made from (shard paths, config hash).
         on_bytes: progress callback, called with each chunk's byte count.
 
     Raises:
@@ -134,7 +132,7 @@ def write_draft(
     """
     code = DTYPE_CODES[dtype] if dtype else None
     specs = ordered(
-        _spec(name, info, source / weight_map[info.name], code)
+        _spec(name, info, source.path / source.weight_map[info.name], code)
         for name, info in plan.tensors.items()
     )
     draft_config, changes = reader.draft_config(plan.source_config, dtype)
@@ -180,9 +178,9 @@ def write_draft(
         tensors=dict(sorted(tensors.items())),
         files=dict(sorted(files.items())),
         source=mf.SourceInfo(
-            path=str(source.resolve()),
-            config_sha256=source_config_sha256,
-            architecture=str((plan.source_config.get("architectures") or ["<none>"])[0]),
+            path=str(source.path.resolve()),
+            config_sha256=source.config_sha256,
+            architecture=source.architecture,
             model_type=plan.source_config.get("model_type"),
             mtp_layer=plan.layer,
             available_mtp_layers=list(plan.available_layers),

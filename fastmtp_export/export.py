@@ -83,9 +83,7 @@ def export_draft(
         files = write_draft(
             plan,
             reader,
-            source=source,
-            source_config_sha256=ckpt.config_sha256,
-            weight_map=ckpt.weight_map,
+            ckpt,
             out=tmp,
             dtype=DTYPES[dtype],
             max_shard_bytes=max_shard_bytes,

@@ -69,9 +69,9 @@ def select_hot_ids(
     if len(must) > size:
         raise TokenMapError(f"{len(must)} required ids do not fit in a map of size {size}")
     must_set = set(must)
-    head = [i for i in dict.fromkeys(ranked) if i not in must_set]
-    head = head[: size - len(must)]
-    chosen = head + [i for i in must if i not in set(head)]
+    # head excludes the required ids, so head + must has no duplicates
+    head = [i for i in dict.fromkeys(ranked) if i not in must_set][: size - len(must)]
+    chosen = head + must
     taken = set(chosen)
     for source in (fallback, range(vocab_size)):
         for i in source:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
 from typer.testing import CliRunner
 
 from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
@@ -31,3 +35,15 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def source_tensors(src: Path, select: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """Tensors of a sharded source chosen by name, read with safetensors directly
+    (an independent path from the exporter's own reader)."""
+    weight_map = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    out = {}
+    for name, shard in weight_map.items():
+        if select(name):
+            with safe_open(str(src / shard), framework="pt") as fh:
+                out[name] = fh.get_tensor(name)
+    return out

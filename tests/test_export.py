@@ -13,32 +13,24 @@ from safetensors import safe_open
 
 import fastmtp_export.draft_writer as draft_writer
 from fastmtp_export.export import export_draft
+from fastmtp_export.reference import load_artifact_weights
 from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
 
-from .conftest import tree_digest
+from .conftest import source_tensors, tree_digest
 
 GOLDEN = Path(__file__).parent / "golden"
 MTP = "model.mtp_layers.0."
 
 
 def _source_tensors(src: Path, prefix: str) -> dict[str, torch.Tensor]:
-    """Read tensors straight from the source shards with safetensors (independent path)."""
-    weight_map = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
-    out = {}
-    for name, shard in weight_map.items():
-        if name.startswith(prefix):
-            with safe_open(str(src / shard), framework="pt") as fh:
-                out[name] = fh.get_tensor(name)
-    return out
+    return source_tensors(src, lambda name: name.startswith(prefix))
 
 
 def _draft_tensors(out: Path) -> dict[str, torch.Tensor]:
-    tensors = {}
     for f in sorted(out.glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as fh:
             assert fh.metadata() == {"format": "pt"}
-            tensors.update({k: fh.get_tensor(k) for k in fh.keys()})  # noqa: SIM118
-    return tensors
+    return load_artifact_weights(out)
 
 
 def test_tensors_round_trip_bit_identical(tiny_source: Path, tmp_path: Path) -> None:

@@ -9,21 +9,17 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from fastmtp_export.export import export_draft
 from fastmtp_export.reference import MiMoMTPReference, load_artifact_weights
+
+from .conftest import source_tensors
 
 P = "model.mtp_layers.0."
 
 
 def _load_source(src: Path, names: list[str]) -> dict[str, torch.Tensor]:
-    weight_map = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
-    out = {}
-    for name in names:
-        with safe_open(str(src / weight_map[name]), framework="pt") as fh:
-            out[name] = fh.get_tensor(name)
-    return out
+    return source_tensors(src, set(names).__contains__)
 
 
 def _source_head(
