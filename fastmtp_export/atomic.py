@@ -9,13 +9,21 @@ and leaves the destination exactly as it was.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -23,26 +31,29 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 @contextmanager
-def atomic_directory(out: Path, *, overwrite: bool, protect: Path | None = None) -> Iterator[Path]:
+def atomic_directory(
+    out: Path, *, overwrite: bool, protect: Path | Iterable[Path] | None = None
+) -> Iterator[Path]:
     """Yield a fresh temporary directory that becomes ``out`` on success.
 
     Args:
         out: the final directory.
         overwrite: replace an existing non-empty ``out``; refused otherwise.
-        protect: a directory that must never be modified or deleted (the export
-            SOURCE): ``out`` may be neither inside it nor contain it.
+        protect: paths that must never be modified or deleted (the export SOURCE,
+            corpus files): ``out`` may be neither inside one nor contain one.
 
     Raises:
         OutputError: ``out`` is a file, exists non-empty without ``overwrite``,
             overlaps ``protect``, or cannot be created or written (incl. disk full).
     """
     out = Path(out).absolute()
-    if protect is not None:
-        protect = protect.resolve()
-        real = out.resolve()
-        if _inside(real, protect) or _inside(protect, real):
+    guarded = [protect] if isinstance(protect, Path) else list(protect or ())
+    real = out.resolve()
+    for path in guarded:
+        path = path.resolve()
+        if _inside(real, path) or _inside(path, real):
             raise OutputError(
-                f"--out {out} overlaps the source {protect}; the source is never modified, "
+                f"--out {out} overlaps the input {path}; inputs are never modified, "
                 "choose an output directory outside it"
             )
     if out.exists() or out.is_symlink():
@@ -56,6 +67,7 @@ def atomic_directory(out: Path, *, overwrite: bool, protect: Path | None = None)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; publish like mkdir would
     except OSError as exc:
         raise OutputError(
             f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"

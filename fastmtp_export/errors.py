@@ -42,3 +42,11 @@ class ArtifactError(FastMTPError):
 
 class TokenMapError(FastMTPError):
     """A hot-token map is malformed (duplicates, out-of-vocab ids, missing EOS, size)."""
+
+
+class CorpusError(FastMTPError):
+    """A corpus file or record is unusable (bad JSON, no text, unknown language)."""
+
+
+class TokenizerError(FastMTPError):
+    """The ``--tokenizer`` path is not a usable Hugging Face fast tokenizer."""

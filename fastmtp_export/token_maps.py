@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import current_umask
 from .errors import TokenMapError
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def save_token_map(path: Path, ids: Sequence[int]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save([int(i) for i in ids], fh)
+        Path(tmp).chmod(0o666 & ~current_umask())  # mkstemp makes 0600
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

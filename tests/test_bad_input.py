@@ -141,7 +141,7 @@ def test_unwritable_out_location(runner: CliRunner, tiny_source: Path, tmp_path:
 def test_out_inside_source_is_refused(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
     before = tree_digest(tiny_source)
     r = _run(runner, "export", str(tiny_source), "--out", str(tiny_source), "--overwrite")
-    _assert_one_line_error(r, "overlaps the source")
+    _assert_one_line_error(r, "overlaps the input")
     assert tree_digest(tiny_source) == before
 
 

@@ -15,6 +15,7 @@ from .demo import demo
 from .export import EXAMPLES as EXPORT_EXAMPLES
 from .export import export
 from .inspect import inspect
+from .token_map import app as token_map_app
 
 app = typer.Typer(
     name="fastmtp-export",
@@ -51,6 +52,7 @@ def _root(
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
 app.command()(demo)
+app.add_typer(token_map_app, name="token-map")
 
 
 def main() -> None:

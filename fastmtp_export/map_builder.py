@@ -1,0 +1,191 @@
+"""``token-map build``: corpora -> one FR-Spec map per language + coverage report.
+
+Pipeline: :mod:`corpus` streams ``(language, text)`` records, :mod:`token_counts`
+counts tokens per language with a held-out slice, :mod:`token_maps` ranks and pads
+each language to the same K, and the held-out counts score every map on every
+language (the coverage matrix, a cheap proxy for draft acceptance). The output
+directory appears atomically with the maps and ``token_maps.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import map_summary as ms
+from ._progress import byte_progress
+from ._version import __version__
+from .atomic import atomic_directory
+from .corpus import CorpusFile, CorpusStats, read_samples
+from .errors import CorpusError
+from .safetensors_io import sha256_file
+from .token_counts import TokenCounts, count_tokens
+from .token_maps import MAP_NAME, ranked_ids, save_token_map, select_hot_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .tokenizer import LocalTokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 32768
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    summary: ms.TokenMapSummary
+
+
+def coverage_matrix(
+    counts: TokenCounts, maps: dict[str, list[int]]
+) -> dict[str, dict[str, float | None]]:
+    """``[text_lang][map_lang]`` share of held-out tokens of text_lang that the map holds."""
+    import numpy as np
+
+    out: dict[str, dict[str, float | None]] = {}
+    for text_lang, c in sorted(counts.languages.items()):
+        total = int(c.heldout.sum())
+        out[text_lang] = {
+            map_lang: (
+                round(int(c.heldout[np.asarray(ids, dtype=np.int64)].sum()) / total, 6)
+                if total
+                else None
+            )
+            for map_lang, ids in sorted(maps.items())
+        }
+    return out
+
+
+def hot_maps(counts: TokenCounts, size: int, required: Sequence[int]) -> dict[str, list[int]]:
+    """One K=``size`` map per language; shortfalls padded from the all-language ranking."""
+    fallback = ranked_ids(counts.total())
+    return {
+        lang: select_hot_ids(
+            ranked_ids(c.counted),
+            size,
+            required=required,
+            fallback=fallback,
+            vocab_size=counts.vocab_size,
+        )
+        for lang, c in sorted(counts.languages.items())
+    }
+
+
+def build_token_maps(
+    corpora: Sequence[CorpusFile],
+    tokenizer: LocalTokenizer,
+    out: Path,
+    *,
+    size: int = DEFAULT_SIZE,
+    sizes: Sequence[int] = (),
+    lang_field: str = "lang",
+    text_field: str = "text",
+    detect: Callable[[str], str | None] | None = None,
+    languages: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    holdout: float = 0.05,
+    batch_size: int = 512,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> BuildResult:
+    """Count ``corpora`` with ``tokenizer`` and write one map per language into ``out``.
+
+    Args:
+        size: K of the written maps (equal for every language).
+        sizes: extra K values scored in the coverage report only.
+        holdout: share of each language's records held out for coverage.
+
+    Raises:
+        CorpusError, TokenizerError, TokenMapError, OutputError: with one-line messages;
+            nothing is written on any error.
+    """
+    stats = CorpusStats()
+    total_bytes = sum(f.path.stat().st_size for f in corpora if f.path.is_file())
+    with byte_progress(total_bytes, "counting", enabled=progress) as advance:
+        seen = 0
+
+        def on_batch(_records: int) -> None:
+            nonlocal seen  # bytes the reader thread has consumed (at most 2 batches ahead)
+            advance(stats.bytes_read - seen)
+            seen = stats.bytes_read
+
+        samples = read_samples(
+            corpora,
+            lang_field=lang_field,
+            text_field=text_field,
+            detect=detect,
+            languages=languages,
+            skip_bad=skip_bad,
+            stats=stats,
+        )
+        counts = count_tokens(
+            samples, tokenizer, holdout=holdout, batch_size=batch_size, on_batch=on_batch
+        )
+    if not counts.languages:
+        raise CorpusError("the corpora hold no usable records; check the files and --lang-field")
+    log.info(
+        "counted %d records in %d languages (%s corpus bytes)",
+        stats.records,
+        len(counts.languages),
+        f"{total_bytes:,}",
+    )
+    if stats.skipped_bad:
+        log.warning(
+            "skipped %d bad records, e.g. %s", stats.skipped_bad, "; ".join(stats.bad_examples)
+        )
+    if stats.skipped_undetected:
+        log.warning("skipped %d records whose language was not detected", stats.skipped_undetected)
+    for lang, c in counts.languages.items():
+        if holdout and not c.heldout_records:
+            log.warning("%s has too few records to hold any out: no coverage figure", lang)
+
+    required = list(tokenizer.eos_ids)
+    all_sizes = sorted({size, *sizes})
+    maps_by_size = {k: hot_maps(counts, k, required) for k in all_sizes}
+    coverage = {str(k): coverage_matrix(counts, maps_by_size[k]) for k in all_sizes}
+    maps = maps_by_size[size]
+
+    with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
+        entries: dict[str, ms.LanguageSummary] = {}
+        for lang, ids in maps.items():
+            c = counts.languages[lang]
+            name = MAP_NAME.format(lang=lang, size=size)
+            save_token_map(tmp / name, ids)
+            distinct = int((c.counted > 0).sum())
+            entries[lang] = ms.LanguageSummary(
+                file=name,
+                sha256=sha256_file(tmp / name),
+                records=c.records,
+                tokens=int(c.counted.sum()),
+                distinct_tokens=distinct,
+                padded=len([i for i in ids if c.counted[i] == 0 and i not in required]),
+                heldout_records=c.heldout_records,
+                heldout_tokens=int(c.heldout.sum()),
+                coverage=coverage[str(size)][lang][lang],
+            )
+        summary = ms.TokenMapSummary(
+            format=ms.SUMMARY_FORMAT,
+            format_version=ms.SUMMARY_VERSION,
+            size=size,
+            vocab_size=tokenizer.vocab_size,
+            tokenizer=str(tokenizer.path),
+            eos_ids=required,
+            holdout=holdout,
+            default_lang=max(entries, key=lambda lang: (entries[lang].tokens, lang)),
+            languages=entries,
+            coverage=coverage,
+            corpora=[
+                ms.CorpusEntry(path=str(f.path), lang=f.lang, size=f.path.stat().st_size)
+                for f in corpora
+            ],
+            skipped_bad_records=stats.skipped_bad,
+            skipped_undetected=stats.skipped_undetected,
+            tool_version=__version__,
+        )
+        (tmp / ms.SUMMARY_NAME).write_text(ms.dumps(summary))
+    return BuildResult(Path(out).absolute(), summary)
