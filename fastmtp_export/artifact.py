@@ -2,8 +2,9 @@
 
 Checks what would otherwise fail late or silently at serve time: files listed in the
 manifest exist with the recorded size and sha256, the safetensors key set and shapes
-are exactly SGLang's loader contract for the config, and the config carries what
-SGLang needs (base architecture, ``num_nextn_predict_layers: 1``).
+are exactly SGLang's loader contract for the config, the config carries what
+SGLang needs (base architecture, ``num_nextn_predict_layers: 1``), and every shipped
+token map is servable (in range, no duplicates, EOS present, one K).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .contract import CONTRACTS, contract_problems
 from .errors import ArtifactError, FastMTPError
 from .launch import sglang_command
 from .safetensors_io import read_header, sha256_file
+from .token_maps import load_token_map
 
 
 @dataclass
@@ -45,8 +47,8 @@ class ArtifactReport:
                 "re-export it with fastmtp-export export"
             )
 
-    def launch_command(self, base: str | None = None) -> list[str]:
-        return sglang_command(self.path, self.manifest, base)
+    def launch_command(self, base: str | None = None, *, static_map: bool = False) -> list[str]:
+        return sglang_command(self.path, self.manifest, base, static_map=static_map)
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -64,9 +66,13 @@ class ArtifactReport:
                 k: {"dtype": d, "shape": list(s), "file": f}
                 for k, (d, s, f) in sorted(self.tensors.items())
             },
-            "languages": [],
+            "languages": sorted(m.token_maps.languages) if m.token_maps else [],
+            "token_maps": m.token_maps.model_dump() if m.token_maps else None,
             "source": m.source.model_dump(),
             "sglang_command": self.launch_command(),
+            "sglang_command_static_map": (
+                self.launch_command(static_map=True) if m.token_maps else None
+            ),
         }
 
 
@@ -83,6 +89,7 @@ def inspect_artifact(path: Path, *, check_hashes: bool = True) -> ArtifactReport
     _check_files(report, check_hashes)
     config = _load_config(report)
     _check_tensors(report, config)
+    _check_maps(report, config)
     return report
 
 
@@ -165,5 +172,33 @@ def _check_tensors(report: ArtifactReport, config: dict[str, Any]) -> None:
         try:
             shapes = {k: v[1] for k, v in report.tensors.items()}
             report.problems += contract_problems(contract, config, shapes)
+        except FastMTPError as exc:
+            report.problems.append(str(exc))
+
+
+def _check_maps(report: ArtifactReport, config: dict[str, Any]) -> None:
+    """Each shipped map loads as SGLang loads it and is safe to serve (imports torch)."""
+    maps = report.manifest.token_maps
+    if maps is None:
+        return
+    if maps.default_lang not in maps.languages:
+        report.problems.append(f"default language {maps.default_lang!r} has no map")
+    vocab = config.get("vocab_size")
+    if not isinstance(vocab, int):
+        report.problems.append("config.json has no vocab_size to check the token maps against")
+        return
+    for lang, entry in sorted(maps.languages.items()):
+        if entry.file not in report.manifest.files:
+            report.problems.append(f"token map {entry.file} ({lang}) is not listed in files")
+            continue
+        if not (report.path / entry.file).is_file():
+            continue  # already reported by _check_files
+        try:
+            load_token_map(
+                report.path / entry.file,
+                vocab_size=vocab,
+                required=maps.required_ids,
+                size=maps.size,
+            )
         except FastMTPError as exc:
             report.problems.append(str(exc))

@@ -5,7 +5,8 @@ Layout (docs/format.md)::
     config.json                      draft config (base architecture, num_nextn_predict_layers 1)
     model.safetensors                MTP tensors only, __metadata__ {"format": "pt"}
       or model-0000i-of-0000n.safetensors + model.safetensors.index.json when sharded
-    fastmtp.json                     manifest: hashes, provenance, SGLang flags
+    freq_<lang>_<K>.pt               optional per-language hot-token maps (map_bundle)
+    fastmtp.json                     manifest: hashes, provenance, SGLang flags, maps
 
 Bytes are streamed tensor by tensor. When the dtype is kept, tensors are copied as raw
 byte ranges (no torch import, bit-identical by construction); converting goes through
@@ -122,6 +123,9 @@ def write_draft(
 ) -> DraftFiles:
     """Write the draft files for ``plan`` into the existing, empty directory ``out``.
 
+    Returns the manifest without writing it: the caller adds what it ships beside the
+    weights (token maps) and writes ``fastmtp.json`` last.
+
     Args:
         dtype: ``"bfloat16"``/``"float16"``/``"float32"`` to convert, ``None`` to keep.
         source: the checkpoint ``plan`` was made from (shard paths, config hash).
@@ -194,5 +198,4 @@ def write_draft(
         ),
         tool=mf.ToolInfo(name="fastmtp-export", version=__version__),
     )
-    (out / mf.MANIFEST_NAME).write_text(mf.dumps(manifest))
     return DraftFiles(manifest, sum(w.size for w in written))

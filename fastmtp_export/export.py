@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from ._progress import byte_progress
 from .atomic import atomic_directory
 from .checkpoint import SourceCheckpoint
 from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
+from .eos import model_eos_ids
+from .map_bundle import collect_maps
 from .readers import resolve_reader
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ def export_draft(
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: bool | None = None,
+    token_maps: Path | None = None,
+    token_map: Sequence[str] = (),
+    default_lang: str | None = None,
 ) -> ExportResult:
     """Export the MTP head of ``source`` into the draft directory ``out``.
 
@@ -55,6 +61,9 @@ def export_draft(
         mtp_layer: which MTP layer to export when there are several (default: the first).
         dtype: one of :data:`DTYPES`.
         progress: show a byte progress bar on stderr (``None``: only on a TTY).
+        token_maps: a ``token-map build`` directory whose maps ship in the artifact.
+        token_map: ``LANG=PATH`` maps to ship (override the directory's per language).
+        default_lang: the map for unknown languages (default: the largest corpus).
 
     Raises:
         FastMTPError: any user-facing problem, with a one-line message.
@@ -68,6 +77,13 @@ def export_draft(
     ckpt = SourceCheckpoint.open(source)
     reader = resolve_reader(ckpt)
     plan = reader.plan(ckpt, mtp_layer)
+    maps = collect_maps(  # validated before anything is written
+        token_maps=token_maps,
+        token_map=token_map,
+        vocab_size=int(ckpt.config["vocab_size"]),
+        required=model_eos_ids(ckpt.path, ckpt.config),
+        default_lang=default_lang,
+    )
     log.info(
         "exporting %s MTP layer %d (%d tensors) from %s",
         plan.family,
@@ -89,6 +105,22 @@ def export_draft(
             max_shard_bytes=max_shard_bytes,
             on_bytes=advance,
         )
+        manifest = files.manifest
+        if maps is not None:
+            map_files, info = maps.ship(tmp)
+            manifest = manifest.model_copy(
+                update={
+                    "files": dict(sorted({**manifest.files, **map_files}.items())),
+                    "token_maps": info,
+                }
+            )
+            log.info(
+                "shipped %d token maps (K=%d, default %s)",
+                len(map_files),
+                maps.size,
+                maps.default_lang,
+            )
+        (tmp / mf.MANIFEST_NAME).write_text(mf.dumps(manifest))
     return ExportResult(
-        Path(out).absolute(), files.manifest, files.bytes_written, time.perf_counter() - start
+        Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start
     )

@@ -8,12 +8,17 @@ from pathlib import Path
 from .manifest import Manifest
 
 
-def sglang_command(artifact: Path, manifest: Manifest, base: str | None = None) -> list[str]:
+def sglang_command(
+    artifact: Path, manifest: Manifest, base: str | None = None, *, static_map: bool = False
+) -> list[str]:
     """argv for ``python -m sglang.launch_server`` with this draft, K=3 chain.
 
     ``--speculative-draft-model-path`` is always given: without it SGLang loads the
     draft from the base directory and, when that has no MTP tensors, runs with
     uninitialised draft weights and no warning (acceptance ~1.0).
+
+    ``static_map`` adds ``--speculative-token-map`` with the default language's map:
+    how stock SGLang (without the sglang_patch plugin) serves one fixed vocabulary.
     """
     flags = manifest.sglang.recommended_flags
     argv = ["python", "-m", "sglang.launch_server", "--model-path", base or manifest.source.path]
@@ -22,9 +27,17 @@ def sglang_command(artifact: Path, manifest: Manifest, base: str | None = None) 
     argv += flags[:2]  # --speculative-algorithm EAGLE
     argv += ["--speculative-draft-model-path", str(artifact)]
     argv += flags[2:]
+    maps = manifest.token_maps
+    if static_map and maps is not None:
+        argv += [
+            "--speculative-token-map",
+            str(artifact / maps.languages[maps.default_lang].file),
+        ]
     return argv
 
 
-def sglang_command_text(artifact: Path, manifest: Manifest, base: str | None = None) -> str:
+def sglang_command_text(
+    artifact: Path, manifest: Manifest, base: str | None = None, *, static_map: bool = False
+) -> str:
     """:func:`sglang_command` quoted for a POSIX shell."""
-    return shlex.join(sglang_command(artifact, manifest, base))
+    return shlex.join(sglang_command(artifact, manifest, base, static_map=static_map))

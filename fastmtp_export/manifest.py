@@ -64,6 +64,24 @@ class SGLangInfo(_Strict):
     )
 
 
+class LanguageMapEntry(_Strict):
+    file: str = Field(description="Map file at the artifact root, freq_<lang>_<K>.pt.")
+    coverage: float | None = Field(
+        description="Held-out token coverage of this language by its own map (null: unknown)."
+    )
+    tokens: int | None = Field(description="Corpus tokens the map was counted from.")
+
+
+class TokenMapsInfo(_Strict):
+    size: int = Field(description="K: ids per map, equal for every language.")
+    default_lang: str = Field(description="Map used when a request's language is unknown.")
+    languages: dict[str, LanguageMapEntry] = Field(description="One map per language.")
+    required_ids: list[int] = Field(description="EOS ids every map contains.")
+    coverage: dict[str, dict[str, float | None]] | None = Field(
+        description="coverage[text language][map language] at K on held-out tokens."
+    )
+
+
 class ToolInfo(_Strict):
     name: str = Field(description="Always fastmtp-export.")
     version: str = Field(description="The fastmtp-export version that wrote the artifact.")
@@ -82,6 +100,9 @@ class Manifest(_Strict):
     source: SourceInfo
     config_changes: ConfigChangesEntry
     sglang: SGLangInfo
+    token_maps: TokenMapsInfo | None = Field(
+        default=None, description="Per-language hot-token maps shipped at the root, if any."
+    )
     tool: ToolInfo
 
 

@@ -7,12 +7,12 @@ runs on every core with the GIL released.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .eos import model_eos_ids, read_json
 from .errors import TokenizerError
 
 if TYPE_CHECKING:
@@ -38,25 +38,9 @@ class LocalTokenizer:
         return [e.ids for e in encs]
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise TokenizerError(f"{path} is unreadable ({exc}); fix or remove it") from exc
-    return doc if isinstance(doc, dict) else {}
-
-
-def _ids(value: Any) -> list[int]:
-    items = value if isinstance(value, list) else [value]
-    return [i for i in items if isinstance(i, int) and not isinstance(i, bool)]
-
-
 def load_tokenizer(
     path: Path,
     *,
-    generation_config: Path | None = None,
     extra_eos: Iterable[str] = (),
     vocab_size: int | None = None,
 ) -> LocalTokenizer:
@@ -87,9 +71,8 @@ def load_tokenizer(
             "tokenizer directory"
         ) from exc
     root = file.parent
-    config = _json(root / "config.json")
-    tok_config = _json(root / "tokenizer_config.json")
-    gen = _json(generation_config or root / "generation_config.json")
+    config = read_json(root / "config.json")
+    tok_config = read_json(root / "tokenizer_config.json")
 
     eos: list[int] = []
     token = tok_config.get("eos_token")
@@ -104,8 +87,7 @@ def load_tokenizer(
                 "tokenizer_config.json"
             )
         eos.append(tid)
-    eos += _ids(gen.get("eos_token_id")) + _ids(config.get("eos_token_id"))
-    eos = list(dict.fromkeys(eos))
+    eos = list(dict.fromkeys(eos + model_eos_ids(root, config)))
     if not eos:
         raise TokenizerError(
             f"no EOS token found for {path} (tokenizer_config.json eos_token, "

@@ -20,6 +20,7 @@ EXAMPLES = """Examples:
 \b
   fastmtp-export export ./MiMo-7B-RL --out ./mimo-fastmtp-draft
   fastmtp-export export ./FastMTP --out ./draft --dtype bf16 --overwrite --json
+  fastmtp-export export ./MiMo-7B-RL --out ./draft --token-maps ./maps --default-lang en
 """
 
 
@@ -67,14 +68,33 @@ def export(
     max_shard_size: Annotated[
         str, typer.Option(help="Split weights into shards of at most this size (5GB, 500MiB).")
     ] = "5GB",
+    token_maps: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ship the maps of this token-map build directory in the artifact.",
+            metavar="MAPDIR",
+        ),
+    ] = None,
+    token_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Ship one map, LANG=PATH (repeatable; overrides --token-maps for LANG).",
+            metavar="LANG=PATH",
+        ),
+    ] = None,
+    default_lang: Annotated[
+        str | None,
+        typer.Option(help="Map for requests of unknown language [default: the largest corpus]."),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export the MTP head of SOURCE as an SGLang EAGLE draft directory.
 
-    Reads only the MTP tensors (shard by shard), writes model.safetensors, config.json
-    and the fastmtp.json manifest into DIR atomically, and prints DIR (or JSON).
+    Reads only the MTP tensors (shard by shard), writes model.safetensors, config.json,
+    the validated token maps (freq_<lang>_<K>.pt) and the fastmtp.json manifest into
+    DIR atomically, and prints DIR (or JSON).
     """
     from ..export import export_draft
     from ..launch import sglang_command, sglang_command_text
@@ -88,6 +108,9 @@ def export(
         overwrite=overwrite,
         max_shard_bytes=_shard_size(max_shard_size),
         progress=False if quiet else None,
+        token_maps=token_maps,
+        token_map=token_map or (),
+        default_lang=default_lang,
     )
     m = result.manifest
     if json_out:
@@ -101,6 +124,7 @@ def export(
                 "bytes_written": result.bytes_written,
                 "seconds": round(result.seconds, 3),
                 "files": {k: v.model_dump() for k, v in m.files.items()},
+                "token_maps": m.token_maps.model_dump() if m.token_maps else None,
                 "sglang_command": sglang_command(result.out, m),
             }
         )

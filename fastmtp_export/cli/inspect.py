@@ -38,10 +38,26 @@ def render(report: ArtifactReport) -> str:
         f"  {k:<{width}}  {dtype:<4} {list(shape)}"
         for k, (dtype, shape, _f) in sorted(report.tensors.items())
     ]
-    lines.append("languages  none (no token maps in this artifact)")
+    maps = m.token_maps
+    if maps is None:
+        lines.append("languages  none (no token maps in this artifact)")
+    else:
+        lines.append(
+            f"languages  {', '.join(sorted(maps.languages))}: K={maps.size}, "
+            f"default {maps.default_lang}, EOS ids {maps.required_ids}"
+        )
+        for lang, e in sorted(maps.languages.items()):
+            cov = "coverage unknown" if e.coverage is None else f"coverage {100 * e.coverage:.1f}%"
+            tokens = "" if e.tokens is None else f", {e.tokens:,} corpus tokens"
+            lines.append(f"  {lang:<4} {e.file:<28} {cov}{tokens}")
     lines += [f"problem    {p}" for p in report.problems]
     lines += [f"warning    {w}" for w in report.warnings]
     lines += ["serve with", "  " + shlex.join(report.launch_command())]
+    if maps is not None:
+        lines += [
+            "stock SGLang without the plugin (one static map)",
+            "  " + shlex.join(report.launch_command(static_map=True)),
+        ]
     return "\n".join(lines)
 
 
