@@ -20,13 +20,13 @@ from ._progress import byte_progress
 from ._version import __version__
 from .atomic import atomic_directory
 from .corpus import CorpusFile, CorpusStats, read_samples
-from .errors import CorpusError
+from .errors import CorpusError, TokenMapError
 from .safetensors_io import sha256_file
 from .token_counts import TokenCounts, count_tokens
 from .token_maps import MAP_NAME, ranked_ids, save_token_map, select_hot_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from .tokenizer import LocalTokenizer
 
@@ -104,16 +104,15 @@ def build_token_maps(
         CorpusError, TokenizerError, TokenMapError, OutputError: with one-line messages;
             nothing is written on any error.
     """
-    stats = CorpusStats()
-    total_bytes = sum(f.path.stat().st_size for f in corpora if f.path.is_file())
-    with byte_progress(total_bytes, "counting", enabled=progress) as advance:
-        seen = 0
-
-        def on_batch(_records: int) -> None:
-            nonlocal seen  # bytes the reader thread has consumed (at most 2 batches ahead)
-            advance(stats.bytes_read - seen)
-            seen = stats.bytes_read
-
+    all_sizes = sorted({size, *sizes})
+    for k in all_sizes:  # fail before counting, not after
+        if not 0 < k <= tokenizer.vocab_size:
+            raise TokenMapError(
+                f"map size {k} must be between 1 and the vocab size {tokenizer.vocab_size}"
+            )
+    # entered first so a bad --out fails fast; the hidden temp dir stays empty until the end
+    with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
+        stats = CorpusStats()
         samples = read_samples(
             corpora,
             lang_field=lang_field,
@@ -123,51 +122,14 @@ def build_token_maps(
             skip_bad=skip_bad,
             stats=stats,
         )
-        counts = count_tokens(
-            samples, tokenizer, holdout=holdout, batch_size=batch_size, on_batch=on_batch
-        )
-    if not counts.languages:
-        raise CorpusError("the corpora hold no usable records; check the files and --lang-field")
-    log.info(
-        "counted %d records in %d languages (%s corpus bytes)",
-        stats.records,
-        len(counts.languages),
-        f"{total_bytes:,}",
-    )
-    if stats.skipped_bad:
-        log.warning(
-            "skipped %d bad records, e.g. %s", stats.skipped_bad, "; ".join(stats.bad_examples)
-        )
-    if stats.skipped_undetected:
-        log.warning("skipped %d records whose language was not detected", stats.skipped_undetected)
-    for lang, c in counts.languages.items():
-        if holdout and not c.heldout_records:
-            log.warning("%s has too few records to hold any out: no coverage figure", lang)
-
-    required = list(tokenizer.eos_ids)
-    all_sizes = sorted({size, *sizes})
-    maps_by_size = {k: hot_maps(counts, k, required) for k in all_sizes}
-    coverage = {str(k): coverage_matrix(counts, maps_by_size[k]) for k in all_sizes}
-    maps = maps_by_size[size]
-
-    with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
-        entries: dict[str, ms.LanguageSummary] = {}
-        for lang, ids in maps.items():
-            c = counts.languages[lang]
-            name = MAP_NAME.format(lang=lang, size=size)
-            save_token_map(tmp / name, ids)
-            distinct = int((c.counted > 0).sum())
-            entries[lang] = ms.LanguageSummary(
-                file=name,
-                sha256=sha256_file(tmp / name),
-                records=c.records,
-                tokens=int(c.counted.sum()),
-                distinct_tokens=distinct,
-                padded=len([i for i in ids if c.counted[i] == 0 and i not in required]),
-                heldout_records=c.heldout_records,
-                heldout_tokens=int(c.heldout.sum()),
-                coverage=coverage[str(size)][lang][lang],
-            )
+        counts = _count(samples, stats, corpora, tokenizer, holdout, batch_size, progress)
+        required = list(tokenizer.eos_ids)
+        maps_by_size = {k: hot_maps(counts, k, required) for k in all_sizes}
+        coverage = {str(k): coverage_matrix(counts, maps_by_size[k]) for k in all_sizes}
+        entries = {
+            lang: _write_map(tmp, lang, ids, counts, required, coverage[str(size)][lang][lang])
+            for lang, ids in maps_by_size[size].items()
+        }
         summary = ms.TokenMapSummary(
             format=ms.SUMMARY_FORMAT,
             format_version=ms.SUMMARY_VERSION,
@@ -189,3 +151,69 @@ def build_token_maps(
         )
         (tmp / ms.SUMMARY_NAME).write_text(ms.dumps(summary))
     return BuildResult(Path(out).absolute(), summary)
+
+
+def _count(
+    samples: Iterable[tuple[str, str]],
+    stats: CorpusStats,
+    corpora: Sequence[CorpusFile],
+    tokenizer: LocalTokenizer,
+    holdout: float,
+    batch_size: int,
+    progress: bool | None,
+) -> TokenCounts:
+    """Count with a byte progress bar over the corpora, then log what was skipped."""
+    total_bytes = sum(f.path.stat().st_size for f in corpora if f.path.is_file())
+    with byte_progress(total_bytes, "counting", enabled=progress) as advance:
+        seen = 0
+
+        def on_batch(_records: int) -> None:
+            nonlocal seen  # bytes the reader thread consumed (at most 2 batches ahead)
+            advance(stats.bytes_read - seen)
+            seen = stats.bytes_read
+
+        counts = count_tokens(
+            samples, tokenizer, holdout=holdout, batch_size=batch_size, on_batch=on_batch
+        )
+    if not counts.languages:
+        raise CorpusError("the corpora hold no usable records; check the files and --lang-field")
+    log.info(
+        "counted %d records in %d languages (%s corpus bytes)",
+        stats.records,
+        len(counts.languages),
+        f"{total_bytes:,}",
+    )
+    if stats.skipped_bad:
+        log.warning(
+            "skipped %d bad records, e.g. %s", stats.skipped_bad, "; ".join(stats.bad_examples)
+        )
+    if stats.skipped_undetected:
+        log.warning("skipped %d records whose language was not detected", stats.skipped_undetected)
+    for lang, c in counts.languages.items():
+        if holdout and not c.heldout_records:
+            log.warning("%s has too few records to hold any out: no coverage figure", lang)
+    return counts
+
+
+def _write_map(
+    directory: Path,
+    lang: str,
+    ids: list[int],
+    counts: TokenCounts,
+    required: Sequence[int],
+    coverage: float | None,
+) -> ms.LanguageSummary:
+    c = counts.languages[lang]
+    name = MAP_NAME.format(lang=lang, size=len(ids))
+    save_token_map(directory / name, ids)
+    return ms.LanguageSummary(
+        file=name,
+        sha256=sha256_file(directory / name),
+        records=c.records,
+        tokens=int(c.counted.sum()),
+        distinct_tokens=int((c.counted > 0).sum()),
+        padded=sum(1 for i in ids if c.counted[i] == 0 and i not in required),
+        heldout_records=c.heldout_records,
+        heldout_tokens=int(c.heldout.sum()),
+        coverage=coverage,
+    )

@@ -18,7 +18,9 @@ Conventions (shared with speculators and FR-Spec):
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,10 +117,19 @@ def load_token_map(
     import torch
 
     try:
-        raw = torch.load(path, weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for bad files
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
         raise TokenMapError(
-            f"{path.name} cannot be loaded with torch.load(weights_only=True) ({exc}); "
+            f"{path.name} cannot be loaded with torch.load(weights_only=True): it holds "
+            "Python objects, not token ids (never unpickled); write it as "
+            "torch.save(list_of_int_ids)"
+        ) from None
+    except Exception as exc:  # torch raises several unrelated types for bad files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise TokenMapError(
+            f"{path.name} cannot be loaded with torch.load(weights_only=True) ({reason}); "
             "write it as torch.save(list_of_int_ids)"
         ) from exc
     if isinstance(raw, torch.Tensor) and raw.dim() == 1 and not raw.is_floating_point():

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
+from fastmtp_export.synthetic_corpus import records, train_tokenizer, write_jsonl
 
 
 @pytest.fixture
@@ -47,3 +48,44 @@ def source_tensors(src: Path, select: Callable[[str], bool]) -> dict[str, torch.
             with safe_open(str(src / shard), framework="pt") as fh:
                 out[name] = fh.get_tensor(name)
     return out
+
+
+def assert_one_line_error(result: Result, *needles: str) -> None:
+    """Exit 1, exactly one final ``error:`` line on stderr naming ``needles``, no traceback."""
+    assert result.exit_code == 1, result.output
+    # progress/log lines may precede it; the error itself is exactly one final line
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:], result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def nothing_written(out: Path) -> None:
+    """``out`` does not exist and no temporary sibling was left behind."""
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+
+
+#: model vocab of the BPE fixture: padded past the tokenizer, like MiMo's 151680 > 151665
+BPE_MODEL_VOCAB = 2048
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real byte-level BPE tokenizer (Qwen2 pipeline and chat specials), trained here."""
+    return train_tokenizer(
+        tmp_path_factory.mktemp("tok") / "tokenizer", model_vocab_size=BPE_MODEL_VOCAB
+    )
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """en / zh / ru JSONL corpora with a ``lang`` field, 400 records each."""
+    root = tmp_path_factory.mktemp("corpora")
+    return {
+        lang: write_jsonl(root / f"{lang}.jsonl", records(lang, 400, seed=1))
+        for lang in ("en", "zh", "ru")
+    }

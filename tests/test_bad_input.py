@@ -13,35 +13,18 @@ import fastmtp_export.safetensors_io as sio
 from fastmtp_export.cli import app
 from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
 
-from .conftest import tree_digest
+from .conftest import assert_one_line_error, nothing_written, tree_digest
 
 
 def _run(runner: CliRunner, *args: str, env: dict[str, str] | None = None):
     return runner.invoke(app, list(args), env=env)
 
 
-def _assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    # progress/log lines may precede it; the error itself is exactly one final line
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert errors == lines[-1:], result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-
-
-def _nothing_written(tmp_path: Path, out: Path) -> None:
-    assert not out.exists()
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
-
-
 def test_missing_source(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tmp_path / "nope"), "--out", str(out))
-    _assert_one_line_error(r, "does not exist", "nope")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "does not exist", "nope")
+    nothing_written(out)
 
 
 def test_source_without_mtp_tensors_names_arch_and_families(
@@ -61,21 +44,21 @@ def test_source_without_mtp_tensors_names_arch_and_families(
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
     out = tmp_path / "draft"
     r = _run(runner, "export", str(src), "--out", str(out))
-    _assert_one_line_error(r, "Qwen2ForCausalLM", "mimo (MiMoForCausalLM)")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "Qwen2ForCausalLM", "mimo (MiMoForCausalLM)")
+    nothing_written(out)
 
 
 def test_mimo_without_mtp_tensors(runner: CliRunner, tmp_path: Path) -> None:
     src = write_synthetic_mimo(tmp_path / "src", mimo_config(TINY, num_mtp_layers=0))
     r = _run(runner, "export", str(src), "--out", str(tmp_path / "d"))
-    _assert_one_line_error(r, "MiMoForCausalLM", "no model.mtp_layers.* tensors")
+    assert_one_line_error(r, "MiMoForCausalLM", "no model.mtp_layers.* tensors")
 
 
 def test_missing_layer(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tiny_source), "--out", str(out), "--mtp-layer", "3")
-    _assert_one_line_error(r, "--mtp-layer 3 does not exist", "available MTP layers: 0")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "--mtp-layer 3 does not exist", "available MTP layers: 0")
+    nothing_written(out)
 
 
 def test_truncated_shard_is_named(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
@@ -84,8 +67,8 @@ def test_truncated_shard_is_named(runner: CliRunner, tiny_source: Path, tmp_path
     shard.write_bytes(data[: len(data) // 2])
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tiny_source), "--out", str(out))
-    _assert_one_line_error(r, "model-00002-of-00002.safetensors", "truncated")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "model-00002-of-00002.safetensors", "truncated")
+    nothing_written(out)
 
 
 def test_corrupt_header_is_named(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
@@ -94,7 +77,7 @@ def test_corrupt_header_is_named(runner: CliRunner, tiny_source: Path, tmp_path:
     data[8:20] = b"#garbage####"
     shard.write_bytes(bytes(data))
     r = _run(runner, "export", str(tiny_source), "--out", str(tmp_path / "d"))
-    _assert_one_line_error(r, "model-00001-of-00002.safetensors", "unreadable header")
+    assert_one_line_error(r, "model-00001-of-00002.safetensors", "unreadable header")
 
 
 def test_index_points_at_missing_shard(
@@ -103,8 +86,8 @@ def test_index_points_at_missing_shard(
     (tiny_source / "model-00002-of-00002.safetensors").unlink()
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tiny_source), "--out", str(out))
-    _assert_one_line_error(r, "missing shard", "model-00002-of-00002.safetensors")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "missing shard", "model-00002-of-00002.safetensors")
+    nothing_written(out)
 
 
 def test_shape_disagrees_with_config(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
@@ -114,8 +97,8 @@ def test_shape_disagrees_with_config(runner: CliRunner, tiny_source: Path, tmp_p
     cfg_path.write_text(json.dumps(cfg))
     out = tmp_path / "draft"
     r = _run(runner, "export", str(tiny_source), "--out", str(out))
-    _assert_one_line_error(r, "down_proj.weight", "[64, 128]", "config.json implies [64, 96]")
-    _nothing_written(tmp_path, out)
+    assert_one_line_error(r, "down_proj.weight", "[64, 128]", "config.json implies [64, 96]")
+    nothing_written(out)
 
 
 def test_nonempty_out_without_overwrite(
@@ -125,7 +108,7 @@ def test_nonempty_out_without_overwrite(
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     r = _run(runner, "export", str(tiny_source), "--out", str(out))
-    _assert_one_line_error(r, "not empty", "--overwrite")
+    assert_one_line_error(r, "not empty", "--overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -135,13 +118,13 @@ def test_unwritable_out_location(runner: CliRunner, tiny_source: Path, tmp_path:
     blocker = tmp_path / "file"
     blocker.write_text("")
     r = _run(runner, "export", str(tiny_source), "--out", str(blocker / "draft"))
-    _assert_one_line_error(r, "cannot create --out", "writable location")
+    assert_one_line_error(r, "cannot create --out", "writable location")
 
 
 def test_out_inside_source_is_refused(runner: CliRunner, tiny_source: Path, tmp_path: Path) -> None:
     before = tree_digest(tiny_source)
     r = _run(runner, "export", str(tiny_source), "--out", str(tiny_source), "--overwrite")
-    _assert_one_line_error(r, "overlaps the input")
+    assert_one_line_error(r, "overlaps the input")
     assert tree_digest(tiny_source) == before
 
 
@@ -163,7 +146,7 @@ def test_disk_full_mid_write_leaves_nothing(
 
     monkeypatch.setattr("fastmtp_export.draft_writer.file_range_chunks", failing)
     r = _run(runner, "export", str(tiny_source), "--out", str(out), "--overwrite")
-    _assert_one_line_error(r, "No space left on device", "nothing was written")
+    assert_one_line_error(r, "No space left on device", "nothing was written")
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["draft", "src"]
 

@@ -27,7 +27,7 @@ def fail(message: str, exc: BaseException | None = None, code: int = 1) -> typer
     """Print ``error: message`` (traceback first under FASTMTP_DEBUG) and return Exit."""
     if exc is not None and os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         traceback.print_exception(exc, file=sys.stderr)
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {' '.join(message.split())}", err=True)  # always one line
     return typer.Exit(code)
 
 
