@@ -17,43 +17,17 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _child import run_child
 
 from fastmtp_export.checkpoint import SourceCheckpoint
 from fastmtp_export.readers import resolve_reader
 from fastmtp_export.synthetic import MIMO_7B, mimo_config, write_synthetic_mimo
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
-
-
-#: A fresh, small interpreter forks the measured command, so the child's peak RSS is its
-#: own: a child forked straight from this (large) process would inherit our RSS as its
-#: starting high-water mark.
-_MEASURE = """
-import json, os, sys, time
-t = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-code = os.waitstatus_to_exitcode(status)
-print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, code]))
-"""
-
-
-def run_child(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of a child process, after flushing dirty pages."""
-    os.sync()  # every timed run starts with no pending writeback from the previous one
-    out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *argv], check=True, capture_output=True, text=True
-    ).stdout
-    wall, rss, code = json.loads(out.strip().splitlines()[-1])
-    if code != 0:
-        raise SystemExit(f"{argv} failed with exit code {code}")
-    return wall, rss
 
 
 def build_source(workdir: Path) -> Path:

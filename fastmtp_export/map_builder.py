@@ -89,7 +89,7 @@ def build_token_maps(
     languages: Sequence[str] | None = None,
     skip_bad: bool = False,
     holdout: float = 0.05,
-    batch_size: int = 512,
+    batch_size: int = 2048,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> BuildResult:
@@ -168,7 +168,7 @@ def _count(
         seen = 0
 
         def on_batch(_records: int) -> None:
-            nonlocal seen  # bytes the reader thread consumed (at most 2 batches ahead)
+            nonlocal seen  # bytes read so far (one batch ahead of the counts)
             advance(stats.bytes_read - seen)
             seen = stats.bytes_read
 

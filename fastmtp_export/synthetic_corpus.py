@@ -9,6 +9,8 @@ same byte-level BPE pipeline and chat special tokens as Qwen2 / MiMo.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -53,11 +55,15 @@ WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
+def _cum_weights(n: int) -> list[float]:
+    return list(itertools.accumulate(1.0 / (r + 1) for r in range(n)))
+
+
 def zipf_words(lang: str, rng: random.Random, n: int) -> list[str]:
     """``n`` words of ``lang`` drawn with probability ~ 1/rank."""
     words = WORDS[lang]
-    weights = [1.0 / (r + 1) for r in range(len(words))]
-    return rng.choices(words, weights=weights, k=n)
+    return rng.choices(words, cum_weights=_cum_weights(len(words)), k=n)
 
 
 def sentence(lang: str, rng: random.Random, words: int = 12) -> str:

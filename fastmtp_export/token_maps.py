@@ -17,33 +17,39 @@ Conventions (shared with speculators and FR-Spec):
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .atomic import current_umask
 from .errors import TokenMapError
 
 if TYPE_CHECKING:
     import torch
+    from numpy.typing import NDArray
 
 #: file name of one map at the artifact root (SGLang resolves Hub maps only there).
 MAP_NAME = "freq_{lang}_{size}.pt"
 
 
-def ranked_ids(counts: Iterable[int] | torch.Tensor) -> list[int]:
+def ranked_ids(counts: Iterable[int] | NDArray[np.int64] | torch.Tensor) -> list[int]:
     """Ids with a non-zero count, by (count descending, id ascending).
 
     Args:
-        counts: ``counts[token_id]`` (a list, array or 1-D tensor of length vocab).
+        counts: ``counts[token_id]`` (a list, array or 1-D CPU tensor of length vocab).
     """
-    seen = [(int(c), i) for i, c in enumerate(counts) if int(c) > 0]
-    seen.sort(key=lambda ci: (-ci[0], ci[1]))
-    return [i for _c, i in seen]
+    c = np.asarray(list(counts) if not hasattr(counts, "__array__") else counts, dtype=np.int64)
+    seen = np.flatnonzero(c > 0)  # [distinct], ascending ids
+    order = np.lexsort((seen, -c[seen]))  # primary key last: -count, then id
+    return [int(i) for i in seen[order]]
 
 
 def select_hot_ids(
@@ -90,14 +96,61 @@ def select_hot_ids(
     return top + rest
 
 
+#: records of torch.save's zip layout (torch >= 1.6), in torch's order
+_ZIP_RECORDS = (".format_version", b"1"), (".storage_alignment", b"64"), ("byteorder", b"little")
+
+
+def token_map_bytes(ids: Sequence[int]) -> bytes:
+    """The bytes of ``torch.save(list_of_ids)``'s zip layout, written with the stdlib.
+
+    ``torch.save`` of a list stores no tensor data: ``archive/data.pkl`` is exactly
+    ``pickle.dumps(ids, protocol=2)`` beside a few version records. Writing it here
+    keeps torch (2 s and ~500 MB RSS to import) out of ``token-map build``; the tests
+    load every written map with ``torch.load(weights_only=True)`` as SGLang does.
+    Fixed timestamps make the bytes a pure function of ``ids``.
+    """
+    buf = io.BytesIO()
+    records = [("data.pkl", pickle.dumps([int(i) for i in ids], protocol=2)), *_ZIP_RECORDS]
+    records.append(("version", b"3\n"))
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in records:
+            zf.writestr(zipfile.ZipInfo(f"archive/{name}", date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return buf.getvalue()
+
+
+class _NotPlainError(Exception):
+    """The pickle references a global or a tensor storage: let torch judge it."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles only builtin containers and scalars: never resolves a global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise _NotPlainError
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _NotPlainError
+
+
+def _read_plain(path: Path) -> object | None:
+    """The object in a torch zip file when it is plain data (a list), else ``None``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+            if len(names) != 1:
+                return None
+            data = zf.read(names[0])
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except Exception:  # anything unusual: torch.load decides and words the error
+        return None
+
+
 def save_token_map(path: Path, ids: Sequence[int]) -> None:
     """Write ``ids`` as an FR-Spec ``.pt`` list atomically (temp file + rename)."""
-    import torch
-
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save([int(i) for i in ids], fh)
+            fh.write(token_map_bytes(ids))
         Path(tmp).chmod(0o666 & ~current_umask())  # mkstemp makes 0600
         Path(tmp).replace(path)
     except BaseException:
@@ -110,10 +163,25 @@ def load_token_map(
 ) -> list[int]:
     """Load a map the way SGLang does and check it is safe to serve.
 
+    A plain list in torch's zip layout is read without importing torch (a restricted
+    unpickler that resolves no globals); anything else (tensors, legacy files, foreign
+    pickles) goes through ``torch.load(weights_only=True)``, SGLang's own loader.
+
     Raises:
         TokenMapError: unreadable, not a flat list of ints, duplicate or out-of-range
             ids, a required id missing, or the wrong size. The message names the file.
     """
+    raw = _read_plain(path)
+    if raw is None:
+        raw = _torch_load(path)
+    problems = _problems(raw, vocab_size, required, size)
+    if problems:
+        raise TokenMapError(f"token map {path.name} {'; '.join(problems)}; rebuild it")
+    assert isinstance(raw, list)
+    return raw
+
+
+def _torch_load(path: Path) -> object:
     import torch
 
     try:
@@ -133,11 +201,15 @@ def load_token_map(
             "write it as torch.save(list_of_int_ids)"
         ) from exc
     if isinstance(raw, torch.Tensor) and raw.dim() == 1 and not raw.is_floating_point():
-        raw = raw.tolist()
+        return raw.tolist()
+    return raw
+
+
+def _problems(raw: object, vocab_size: int, required: Sequence[int], size: int | None) -> list[str]:
     if not isinstance(raw, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in raw
     ):
-        raise TokenMapError(f"{path.name} is not a flat list of int token ids")
+        return ["is not a flat list of int token ids"]
     problems = []
     if size is not None and len(raw) != size:
         problems.append(f"has {len(raw)} ids, expected {size}")
@@ -146,9 +218,8 @@ def load_token_map(
     out_of_range = sorted({i for i in raw if not 0 <= i < vocab_size})
     if out_of_range:
         problems.append(f"has ids outside the vocabulary of {vocab_size}: {out_of_range[:5]}")
-    missing = [i for i in required if i not in set(raw)]
+    present = set(raw)
+    missing = [i for i in required if i not in present]
     if missing:
         problems.append(f"lacks required ids {missing} (EOS / chat terminators)")
-    if problems:
-        raise TokenMapError(f"token map {path.name} {'; '.join(problems)}; rebuild it")
-    return raw
+    return problems

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from fastmtp_export.errors import TokenMapError
-from fastmtp_export.token_maps import load_token_map, ranked_ids, save_token_map, select_hot_ids
+from fastmtp_export.token_maps import (
+    load_token_map,
+    ranked_ids,
+    save_token_map,
+    select_hot_ids,
+    token_map_bytes,
+)
+from fastmtp_export.tokenizer import load_tokenizer
 
 
 def test_ranking_breaks_ties_by_id() -> None:
@@ -85,3 +95,50 @@ def test_tensor_maps_are_accepted_and_garbage_is_not(tmp_path: Path) -> None:
     path.write_bytes(b"not a pickle")
     with pytest.raises(TokenMapError, match="cannot be loaded"):
         load_token_map(path, vocab_size=10)
+
+
+def test_stdlib_writer_matches_torch_save_for_every_loader(tmp_path: Path) -> None:
+    ids = [151645, 3, 70000, 0, 151643]
+    ours = tmp_path / "ours.pt"
+    save_token_map(ours, ids)
+    theirs = tmp_path / "theirs.pt"
+    torch.save(ids, theirs)
+    for path in (ours, theirs):
+        assert torch.load(path, weights_only=True) == ids
+        assert torch.load(path, weights_only=True, mmap=True) == ids
+        assert load_token_map(path, vocab_size=151680) == ids
+    # the pickle payload is byte-identical to torch's; the bytes depend on ids alone
+    assert token_map_bytes(ids) == ours.read_bytes() == token_map_bytes(list(ids))
+    with zipfile.ZipFile(ours) as a, zipfile.ZipFile(theirs) as b:
+        for record in ("data.pkl", "version", "byteorder"):  # torch names the dir after the file
+            assert a.read(f"archive/{record}") == b.read(f"theirs/{record}")
+
+
+def test_int_tensor_maps_are_accepted_like_sglang_does(tmp_path: Path) -> None:
+    path = tmp_path / "t.pt"
+    torch.save(torch.tensor([4, 2, 9]), path)
+    assert load_token_map(path, vocab_size=10) == [4, 2, 9]
+
+
+def test_building_and_shipping_maps_never_import_torch(
+    tmp_path: Path, bpe_tokenizer: Path, corpora: dict[str, Path]
+) -> None:
+    """torch costs ~2 s and ~500 MB RSS to import; maps are plain pickled lists."""
+    code = f"""
+import sys
+from pathlib import Path
+from fastmtp_export.corpus import CorpusFile
+from fastmtp_export.map_builder import build_token_maps
+from fastmtp_export.map_bundle import collect_maps
+from fastmtp_export.tokenizer import load_tokenizer
+tok = load_tokenizer(Path({str(bpe_tokenizer)!r}))
+out = Path({str(tmp_path / "maps")!r})
+build_token_maps([CorpusFile(Path({str(corpora["en"])!r}))], tok, out, size=32)
+collect_maps(token_maps=out, token_map=(), vocab_size=tok.vocab_size, required=tok.eos_ids,
+             default_lang=None)
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert torch.load(tmp_path / "maps" / "freq_en_32.pt", weights_only=True)[-2:] == list(
+        load_tokenizer(bpe_tokenizer).eos_ids
+    )

@@ -158,7 +158,7 @@ def build(
         int | None,
         typer.Option(help="Model vocab size [default: config.json's, else the tokenizer's]."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Records per tokenizer batch.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Records per tokenizer batch.")] = 2048,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
