@@ -56,11 +56,11 @@ class TokenMapSummary(_Strict):
     eos_ids: list[int] = Field(description="Ids forced into every map (EOS, terminators).")
     holdout: float = Field(description="Share of each language's records held out.")
     default_lang: str = Field(description="Language with the most counted tokens.")
-    languages: dict[str, LanguageSummary]
+    languages: dict[str, LanguageSummary] = Field(description="Per language, by code.")
     coverage: CoverageMatrix = Field(
         description="coverage[K][text language][map language] on held-out tokens."
     )
-    corpora: list[CorpusEntry]
+    corpora: list[CorpusEntry] = Field(description="The corpus files, in argument order.")
     skipped_bad_records: int = Field(description="Malformed records skipped.")
     skipped_undetected: int = Field(description="Records whose language was not detected.")
     tool_version: str = Field(description="fastmtp-export version that built the maps.")

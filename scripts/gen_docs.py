@@ -3,6 +3,7 @@
 - docs/cli.md: every command's --help, from the live typer app.
 - docs/format.md, between GENERATED markers: the manifest fields (from the pydantic
   models' descriptions) and SGLang's MiMoMTP tensor contract (from contract.py).
+- docs/token-maps.md, between GENERATED markers: the token_maps.json fields.
 
 Usage: python scripts/gen_docs.py --update | --check
 """
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from fastmtp_export import manifest as mf
+from fastmtp_export import map_summary as ms
 from fastmtp_export.cli import app
 from fastmtp_export.contract import CONTRACTS
 
@@ -34,7 +36,7 @@ def cli_md() -> str:
         "Errors print one line, `error: <cause>; <fix>`, on stderr and exit with code 1 "
         "(usage errors: 2). Set `FASTMTP_DEBUG=1` to also see the traceback.\n",
     ]
-    for args in ([], ["export"], ["inspect"], ["demo"]):
+    for args in ([], ["export"], ["inspect"], ["token-map", "build"], ["demo"]):
         title = " ".join(["fastmtp-export", *args])
         text = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "100"}).stdout
         parts.append(f"## `{title}`\n\n```text\n{text.rstrip()}\n```\n")
@@ -45,11 +47,15 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        args = typing.get_args(ann)
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is None and type(None) in args:  # Optional[Model]: document the model
+            sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if sub is not None:
+                rows.append(f"| `{prefix}{name}` | {field.description or ''} Null when absent. |")
         if sub is not None:
             rows += _fields(sub, f"{prefix}{name}.")
             continue
-        args = typing.get_args(ann)
         if args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
             doc = (
                 field.description or ""
@@ -79,14 +85,24 @@ def format_generated() -> str:
     return "\n".join(lines)
 
 
-def expected() -> dict[Path, str]:
-    fmt = ROOT / "docs" / "format.md"
-    text = fmt.read_text()
-    head, rest = text.split(BEGIN, 1)
+def summary_generated() -> str:
+    lines = [BEGIN, "", f"### `token_maps.json` fields (format version {ms.SUMMARY_VERSION})", ""]
+    lines += ["| field | meaning |", "|---|---|", *_fields(ms.TokenMapSummary), "", END]
+    return "\n".join(lines)
+
+
+def _splice(path: Path, generated: str) -> str:
+    head, rest = path.read_text().split(BEGIN, 1)
     _, tail = rest.split(END, 1)
+    return head + generated + tail
+
+
+def expected() -> dict[Path, str]:
+    docs = ROOT / "docs"
     return {
-        ROOT / "docs" / "cli.md": cli_md(),
-        fmt: head + format_generated() + tail,
+        docs / "cli.md": cli_md(),
+        docs / "format.md": _splice(docs / "format.md", format_generated()),
+        docs / "token-maps.md": _splice(docs / "token-maps.md", summary_generated()),
     }
 
 
