@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,17 @@ class LanguageDetector:
             if self._stat is not None:
                 lang = normalize_lang(self._stat.classify(text[-2048:])[0])
         return lang if lang in self.languages else None
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A picklable recipe for a :class:`LanguageDetector` (worker processes build their own)."""
+
+    languages: tuple[str, ...]
+    statistical: bool = False
+
+    def build(self) -> LanguageDetector:
+        return LanguageDetector(self.languages, statistical=self.statistical)
 
 
 def _py3langid(languages: Sequence[str]) -> Any:

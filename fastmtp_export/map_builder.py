@@ -19,15 +19,14 @@ from . import map_summary as ms
 from ._progress import byte_progress
 from ._version import __version__
 from .atomic import atomic_directory
-from .corpus import CorpusFile, CorpusStats, read_samples
+from .corpus import Chunk, CorpusFile, CorpusStats, ReadOptions, plan_chunks
 from .errors import CorpusError, TokenMapError
+from .lang import DetectorSpec
 from .safetensors_io import sha256_file
-from .token_counts import TokenCounts, count_tokens
+from .token_counts import CHUNK_BYTES, CountJob, TokenCounts, count_corpora
 from .token_maps import MAP_NAME, ranked_ids, save_token_map, select_hot_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-
     from .tokenizer import LocalTokenizer
 
 log = logging.getLogger(__name__)
@@ -85,11 +84,13 @@ def build_token_maps(
     sizes: Sequence[int] = (),
     lang_field: str = "lang",
     text_field: str = "text",
-    detect: Callable[[str], str | None] | None = None,
+    detect: DetectorSpec | None = None,
     languages: Sequence[str] | None = None,
     skip_bad: bool = False,
     holdout: float = 0.05,
     batch_size: int = 2048,
+    workers: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> BuildResult:
@@ -99,11 +100,15 @@ def build_token_maps(
         size: K of the written maps (equal for every language).
         sizes: extra K values scored in the coverage report only.
         holdout: share of each language's records held out for coverage.
+        detect: detect the language of records that have none.
+        workers: counting processes (default: one per CPU; 1 = in this process).
 
     Raises:
         CorpusError, TokenizerError, TokenMapError, OutputError: with one-line messages;
             nothing is written on any error.
     """
+    if not 0 <= holdout < 1:
+        raise ValueError("holdout must be in [0, 1)")
     all_sizes = sorted({size, *sizes})
     for k in all_sizes:  # fail before counting, not after
         if not 0 < k <= tokenizer.vocab_size:
@@ -112,17 +117,21 @@ def build_token_maps(
             )
     # entered first so a bad --out fails fast; the hidden temp dir stays empty until the end
     with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
-        stats = CorpusStats()
-        samples = read_samples(
-            corpora,
-            lang_field=lang_field,
-            text_field=text_field,
+        job = CountJob(
+            tokenizer_file=str(tokenizer.file),
+            vocab_size=tokenizer.vocab_size,
+            read=ReadOptions(
+                lang_field=lang_field,
+                text_field=text_field,
+                languages=tuple(languages) if languages else None,
+                skip_bad=skip_bad,
+            ),
             detect=detect,
-            languages=languages,
-            skip_bad=skip_bad,
-            stats=stats,
+            holdout=holdout,
+            batch_size=batch_size,
         )
-        counts = _count(samples, stats, corpora, tokenizer, holdout, batch_size, progress)
+        chunks = plan_chunks(corpora, chunk_bytes)
+        counts, stats = _count(chunks, job, tokenizer, workers, progress)
         required = list(tokenizer.eos_ids)
         maps_by_size = {k: hot_maps(counts, k, required) for k in all_sizes}
         coverage = {str(k): coverage_matrix(counts, maps_by_size[k]) for k in all_sizes}
@@ -154,27 +163,16 @@ def build_token_maps(
 
 
 def _count(
-    samples: Iterable[tuple[str, str]],
-    stats: CorpusStats,
-    corpora: Sequence[CorpusFile],
+    chunks: Sequence[Chunk],
+    job: CountJob,
     tokenizer: LocalTokenizer,
-    holdout: float,
-    batch_size: int,
+    workers: int | None,
     progress: bool | None,
-) -> TokenCounts:
+) -> tuple[TokenCounts, CorpusStats]:
     """Count with a byte progress bar over the corpora, then log what was skipped."""
-    total_bytes = sum(f.path.stat().st_size for f in corpora if f.path.is_file())
+    total_bytes = sum(c.nbytes for c in chunks)
     with byte_progress(total_bytes, "counting", enabled=progress) as advance:
-        seen = 0
-
-        def on_batch(_records: int) -> None:
-            nonlocal seen  # bytes read so far (one batch ahead of the counts)
-            advance(stats.bytes_read - seen)
-            seen = stats.bytes_read
-
-        counts = count_tokens(
-            samples, tokenizer, holdout=holdout, batch_size=batch_size, on_batch=on_batch
-        )
+        counts, stats = count_corpora(chunks, job, tokenizer, workers=workers, on_bytes=advance)
     if not counts.languages:
         raise CorpusError("the corpora hold no usable records; check the files and --lang-field")
     log.info(
@@ -190,9 +188,9 @@ def _count(
     if stats.skipped_undetected:
         log.warning("skipped %d records whose language was not detected", stats.skipped_undetected)
     for lang, c in counts.languages.items():
-        if holdout and not c.heldout_records:
+        if job.holdout and not c.heldout_records:
             log.warning("%s has too few records to hold any out: no coverage figure", lang)
-    return counts
+    return counts, stats
 
 
 def _write_map(

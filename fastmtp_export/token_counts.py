@@ -1,26 +1,40 @@
 """Streamed, batched token counting per language, with a deterministic held-out slice.
 
 Memory is bounded by ``languages x vocab`` int64 counters (two per language: counted
-and held out), never by corpus size: texts are read, encoded in batches of
-``batch_size`` through the fast tokenizer (which uses every core) and dropped.
+and held out), never by corpus size: records are read, encoded in batches through the
+fast tokenizer and dropped.
 
-No reader thread: encoding already keeps every core busy, and measured on 2 cores a
-thread that parsed and encoded ahead made counting slower (GIL contention), not faster.
+Large corpora are split into line-aligned byte ranges (:class:`~.corpus.Chunk`) counted
+by worker processes, one single-threaded tokenizer each, and the integer counters are
+summed: the result is identical for any number of workers. Measured on 2 cores, this
+beats one process whose tokenizer uses every core (36 s vs 50 s on 200 MB): JSON
+parsing and id extraction are Python work that a single process cannot overlap.
+
+A record is held out when the crc32 of its line falls in the first ``holdout`` share
+of the hash range: deterministic, and independent of file order and chunking.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .corpus import Chunk, CorpusStats, ReadOptions, read_chunk
+from .lang import DetectorSpec
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from .tokenizer import LocalTokenizer
+
+#: bytes per unit of parallel work; small enough for an even split and steady progress
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -38,7 +52,6 @@ class TokenCounts:
     """Per-language counters over one vocabulary."""
 
     vocab_size: int
-    holdout: float
     languages: dict[str, LanguageCounts] = field(default_factory=dict)
 
     def lang(self, lang: str) -> LanguageCounts:
@@ -49,20 +62,13 @@ class TokenCounts:
             )
         return self.languages[lang]
 
-    def is_heldout(self, lang: str) -> bool:
-        """Assign the next record of ``lang``: held out iff it crosses a multiple of 1/holdout.
-
-        With ``holdout=0.05`` records 20, 40, 60... of each language are held out: exact,
-        deterministic, and independent of how other languages interleave.
-        """
-        c = self.lang(lang)
-        n = c.records + c.heldout_records
-        held = int((n + 1) * self.holdout) > int(n * self.holdout)
-        if held:
-            c.heldout_records += 1
-        else:
-            c.records += 1
-        return held
+    def merge(self, other: TokenCounts) -> None:
+        for lang, o in other.languages.items():
+            c = self.lang(lang)
+            c.counted += o.counted
+            c.heldout += o.heldout
+            c.records += o.records
+            c.heldout_records += o.heldout_records
 
     def total(self) -> NDArray[np.int64]:
         """Counted tokens over all languages (the padding ranking)."""
@@ -72,43 +78,114 @@ class TokenCounts:
         return out
 
 
-def _encoded(
-    samples: Iterable[tuple[str, str]], tokenizer: LocalTokenizer, size: int
-) -> Iterator[tuple[list[str], list[list[int]]]]:
-    """Batches of (languages, token ids)."""
-    it = iter(samples)
-    while batch := list(itertools.islice(it, size)):
-        yield [lang for lang, _t in batch], tokenizer.encode_batch([t for _l, t in batch])
+@dataclass(frozen=True)
+class CountJob:
+    """Everything a worker process needs to count a chunk (picklable)."""
+
+    tokenizer_file: str
+    vocab_size: int
+    read: ReadOptions = ReadOptions()
+    detect: DetectorSpec | None = None
+    holdout: float = 0.05
+    batch_size: int = 2048
 
 
-def count_tokens(
-    samples: Iterable[tuple[str, str]],
+def count_chunk(
+    chunk: Chunk,
+    job: CountJob,
     tokenizer: LocalTokenizer,
-    *,
-    holdout: float = 0.05,
-    batch_size: int = 2048,
-    on_batch: Callable[[int], None] | None = None,
-) -> TokenCounts:
-    """Count the tokens of ``(language, text)`` samples per language.
-
-    Args:
-        holdout: share of each language's records kept out of the counts for the
-            coverage report (0 disables it).
-        on_batch: progress callback, called with the number of records per batch.
-    """
-    if not 0 <= holdout < 1:
-        raise ValueError("holdout must be in [0, 1)")
-    counts = TokenCounts(tokenizer.vocab_size, holdout)
-    for langs, ids in _encoded(samples, tokenizer, batch_size):
+    detect: Callable[[str], str | None] | None,
+) -> tuple[TokenCounts, CorpusStats]:
+    """Count one chunk: batches of ``job.batch_size`` records through ``tokenizer``."""
+    counts = TokenCounts(job.vocab_size)
+    stats = CorpusStats()
+    threshold = job.holdout * 2**32
+    samples = read_chunk(chunk, job.read, stats, detect)
+    while batch := list(itertools.islice(samples, job.batch_size)):
+        ids = tokenizer.encode_batch([text for _lang, text, _crc in batch])
         groups: dict[tuple[str, bool], list[list[int]]] = {}
-        for lang, row in zip(langs, ids, strict=True):
-            groups.setdefault((lang, counts.is_heldout(lang)), []).append(row)
+        for (lang, _text, crc), row in zip(batch, ids, strict=True):
+            groups.setdefault((lang, crc < threshold), []).append(row)
         for (lang, held), rows in groups.items():
             n = sum(map(len, rows))
             flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=n)
             c = counts.lang(lang)
-            target = c.heldout if held else c.counted
-            target += np.bincount(flat, minlength=counts.vocab_size)
-        if on_batch is not None:
-            on_batch(len(langs))
-    return counts
+            if held:
+                c.heldout += np.bincount(flat, minlength=job.vocab_size)
+                c.heldout_records += len(rows)
+            else:
+                c.counted += np.bincount(flat, minlength=job.vocab_size)
+                c.records += len(rows)
+    return counts, stats
+
+
+def default_workers() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def count_corpora(
+    chunks: Sequence[Chunk],
+    job: CountJob,
+    tokenizer: LocalTokenizer,
+    *,
+    workers: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[TokenCounts, CorpusStats]:
+    """Count every chunk, in worker processes when there are several chunks and CPUs.
+
+    ``tokenizer`` is used directly in the single-process path (its own threads use
+    every core); workers load ``job.tokenizer_file`` single-threaded.
+    """
+    if not 0 <= job.holdout < 1:
+        raise ValueError("holdout must be in [0, 1)")
+    workers = min(workers or default_workers(), len(chunks))
+    counts, stats = TokenCounts(job.vocab_size), CorpusStats()
+    if workers <= 1:
+        detect = job.detect.build() if job.detect else None
+        results: Iterator[tuple[Chunk, TokenCounts, CorpusStats]] = (
+            (c, *count_chunk(c, job, tokenizer, detect)) for c in chunks
+        )
+        for chunk, part, part_stats in results:
+            counts.merge(part)
+            stats.merge(part_stats)
+            if on_bytes is not None:
+                on_bytes(chunk.nbytes)
+        return counts, stats
+    import multiprocessing
+
+    # spawn: a forked child would inherit the tokenizer's thread pool state
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
+        for chunk, part, part_stats in pool.imap_unordered(
+            functools.partial(_worker_count, job=job), chunks
+        ):
+            counts.merge(part)
+            stats.merge(part_stats)
+            if on_bytes is not None:
+                on_bytes(chunk.nbytes)
+    return counts, stats
+
+
+def _init_worker() -> None:
+    # one tokenizer thread per process: the processes are the parallelism
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["RAYON_NUM_THREADS"] = "1"
+
+
+@functools.cache
+def _worker_tools(job: CountJob) -> tuple[LocalTokenizer, Callable[[str], str | None] | None]:
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from .tokenizer import LocalTokenizer
+
+    path = Path(job.tokenizer_file)
+    tok = LocalTokenizer(path, path, Tokenizer.from_file(job.tokenizer_file), (), job.vocab_size)
+    return tok, job.detect.build() if job.detect else None
+
+
+def _worker_count(chunk: Chunk, job: CountJob) -> tuple[Chunk, TokenCounts, CorpusStats]:
+    tok, detect = _worker_tools(job)
+    return (chunk, *count_chunk(chunk, job, tok, detect))

@@ -26,6 +26,8 @@ class LocalTokenizer:
     """A loaded tokenizer and what the token-map builder needs to know about it."""
 
     path: Path
+    #: the ``tokenizer.json`` file (worker processes load it themselves)
+    file: Path
     tokenizer: Tokenizer
     #: ids every map must contain (EOS / chat terminators), in discovery order
     eos_ids: tuple[int, ...]
@@ -100,4 +102,4 @@ def load_tokenizer(
             f"vocab size {size} is smaller than the tokenizer ({own} tokens, EOS ids "
             f"{eos}); pass the model's --vocab-size"
         )
-    return LocalTokenizer(path, tok, tuple(eos), size)
+    return LocalTokenizer(path, file, tok, tuple(eos), size)

@@ -159,6 +159,10 @@ def build(
         typer.Option(help="Model vocab size [default: config.json's, else the tokenizer's]."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Records per tokenizer batch.")] = 2048,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Counting processes [default: one per CPU; 1 = no subprocesses]."),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -171,7 +175,7 @@ def build(
     """
     from ..corpus import CorpusFile
     from ..errors import FastMTPError
-    from ..lang import SCRIPT_LANGUAGES, LanguageDetector
+    from ..lang import SCRIPT_LANGUAGES, DetectorSpec
     from ..map_builder import build_token_maps
     from ..tokenizer import load_tokenizer
 
@@ -184,9 +188,10 @@ def build(
     tok = load_tokenizer(tokenizer, extra_eos=eos or (), vocab_size=vocab_size)
     detector = None
     if detect:
-        detector = LanguageDetector(
-            langs or sorted({*SCRIPT_LANGUAGES, "en"}), statistical=statistical
+        detector = DetectorSpec(
+            tuple(langs or sorted({*SCRIPT_LANGUAGES, "en"})), statistical=statistical
         )
+        detector.build()  # fail now on a missing extra, not inside a worker
     result = build_token_maps(
         [CorpusFile.parse(c) for c in corpora],
         tok,
@@ -200,6 +205,7 @@ def build(
         skip_bad=skip_bad_records,
         holdout=holdout,
         batch_size=batch_size,
+        workers=workers,
         overwrite=overwrite,
         progress=False if quiet else None,
     )
