@@ -43,6 +43,8 @@ docs: style
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_token_maps.py
+	$(BIN)/python bench/bench_lang.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

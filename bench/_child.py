@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 #: A fresh, small interpreter forks the measured command, so the child's peak RSS is its
 #: own: a child forked straight from this (large) process would inherit our RSS as its
@@ -32,3 +33,37 @@ def run_child(argv: list[str]) -> tuple[float, int]:
     if code != 0:
         raise SystemExit(f"{argv} failed with exit code {code}")
     return wall, rss
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants now (Linux /proc)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_tree(argv: list[str], interval: float = 0.05) -> tuple[float, int]:
+    """(wall seconds, peak summed RSS of the process tree), sampled every ``interval`` s.
+
+    For commands that spawn worker processes, whose memory ``wait4`` does not add up.
+    """
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(interval)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} failed with exit code {proc.returncode}")
+    return wall, peak

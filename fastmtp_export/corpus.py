@@ -1,4 +1,4 @@
-"""Self-distilled JSONL corpora -> ``(language, text)`` samples, streamed.
+"""Self-distilled JSONL corpora -> ``(language, text, crc32)`` records, read in chunks.
 
 One record per line, either ``{"text": ...}`` or chat form ``{"messages": [...]}``.
 In chat form only assistant turns count: self-distilled data is the model's own
