@@ -326,3 +326,33 @@ def test_worker_errors_name_the_line(tmp_path: Path, bpe_tokenizer: Path) -> Non
             workers=2, chunk_bytes=8192,
         )  # fmt: skip
     nothing_written(tmp_path / "m")
+
+
+def test_size_beyond_the_vocab_fails_before_counting(
+    runner: CliRunner, tmp_path: Path, bpe_tokenizer: Path, corpora: dict[str, Path]
+) -> None:
+    out = tmp_path / "maps"
+    r = runner.invoke(
+        app,
+        ["token-map", "build", str(corpora["en"]), "--tokenizer", str(bpe_tokenizer),
+         "--out", str(out), "--sizes", "999999"],
+    )  # fmt: skip
+    assert_one_line_error(r, "map size 32768", "vocab size 2048")
+    assert "counted" not in r.stderr
+    nothing_written(out)
+
+
+def test_progress_goes_to_stderr(
+    tmp_path: Path,
+    bpe_tokenizer: Path,
+    corpora: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    build_token_maps(
+        [CorpusFile(corpora["en"])], load_tokenizer(bpe_tokenizer), tmp_path / "m", size=16,
+        progress=True,
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert "counting" in captured.err
+    assert "100%" in captured.err
+    assert captured.out == ""
