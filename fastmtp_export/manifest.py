@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ._schema import StrictModel
 from .errors import ArtifactError
 
 MANIFEST_NAME = "fastmtp.json"
@@ -22,22 +23,18 @@ FORMAT_NAME: Literal["fastmtp-draft"] = "fastmtp-draft"
 FORMAT_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FileEntry(_Strict):
+class FileEntry(StrictModel):
     size: int = Field(description="File size in bytes.")
     sha256: str = Field(description="Hex sha256 of the file's bytes.")
 
 
-class TensorEntry(_Strict):
+class TensorEntry(StrictModel):
     dtype: str = Field(description="safetensors dtype code, e.g. BF16.")
     shape: list[int] = Field(description="Tensor shape.")
     file: str = Field(description="The safetensors file holding it.")
 
 
-class SourceInfo(_Strict):
+class SourceInfo(StrictModel):
     path: str = Field(description="Absolute path of the source checkpoint at export time.")
     config_sha256: str = Field(description="sha256 of the source config.json bytes.")
     architecture: str = Field(description="architectures[0] of the source config.")
@@ -47,14 +44,14 @@ class SourceInfo(_Strict):
     dtypes: list[str] = Field(description="safetensors dtype codes of the source MTP tensors.")
 
 
-class ConfigChangesEntry(_Strict):
+class ConfigChangesEntry(StrictModel):
     removed: list[str] = Field(
         description="Source config keys dropped (training-only, remote code)."
     )
     set: dict[str, Any] = Field(description="Keys whose value the draft config sets or changes.")
 
 
-class SGLangInfo(_Strict):
+class SGLangInfo(StrictModel):
     draft_class: str = Field(description="The SGLang class that loads this draft, e.g. MiMoMTP.")
     recommended_flags: list[str] = Field(
         description="Speculative flags for FastMTP K=3 chain speculation."
@@ -64,7 +61,7 @@ class SGLangInfo(_Strict):
     )
 
 
-class LanguageMapEntry(_Strict):
+class LanguageMapEntry(StrictModel):
     file: str = Field(description="Map file at the artifact root, freq_<lang>_<K>.pt.")
     coverage: float | None = Field(
         description="Held-out token coverage of this language by its own map (null: unknown)."
@@ -72,7 +69,7 @@ class LanguageMapEntry(_Strict):
     tokens: int | None = Field(description="Corpus tokens the map was counted from.")
 
 
-class TokenMapsInfo(_Strict):
+class TokenMapsInfo(StrictModel):
     size: int = Field(description="K: ids per map, equal for every language.")
     default_lang: str = Field(description="Map used when a request's language is unknown.")
     languages: dict[str, LanguageMapEntry] = Field(description="One map per language.")
@@ -82,12 +79,12 @@ class TokenMapsInfo(_Strict):
     )
 
 
-class ToolInfo(_Strict):
+class ToolInfo(StrictModel):
     name: str = Field(description="Always fastmtp-export.")
     version: str = Field(description="The fastmtp-export version that wrote the artifact.")
 
 
-class Manifest(_Strict):
+class Manifest(StrictModel):
     format: Literal["fastmtp-draft"] = Field(description="Marks a fastmtp-export artifact.")
     format_version: int = Field(description="Artifact format version; see FORMAT_VERSION.")
     family: str = Field(description="Checkpoint family (reader), e.g. mimo.")

@@ -34,6 +34,8 @@ class MapBundle:
     default_lang: str
     required_ids: tuple[int, ...]
     summary: TokenMapSummary | None
+    #: languages whose map is the summary's own file (its figures describe that file)
+    summarized: frozenset[str] = frozenset()
 
     def ship(self, out: Path) -> tuple[dict[str, mf.FileEntry], mf.TokenMapsInfo]:
         """Copy the maps into ``out`` and describe them for the manifest."""
@@ -46,7 +48,7 @@ class MapBundle:
             files[name] = mf.FileEntry(
                 size=(out / name).stat().st_size, sha256=sha256_file(out / name)
             )
-            entry = s.languages.get(lang) if s else None
+            entry = s.languages.get(lang) if s and lang in self.summarized else None
             langs[lang] = mf.LanguageMapEntry(
                 file=name,
                 coverage=entry.coverage if entry else None,
@@ -55,7 +57,7 @@ class MapBundle:
         coverage = None
         if s is not None and str(self.size) in s.coverage:
             coverage = {
-                t: {m: v for m, v in row.items() if m in self.paths}
+                t: {m: v for m, v in row.items() if m in self.summarized}
                 for t, row in s.coverage[str(self.size)].items()
             }
         info = mf.TokenMapsInfo(
@@ -130,9 +132,11 @@ def collect_maps(
     summary = None
     if token_maps is not None:
         paths, summary = _from_dir(Path(token_maps))
+    summarized = frozenset(paths) if summary is not None else frozenset()
     for arg in token_map:
         lang, path = parse_map_arg(arg)
         paths[lang] = path  # an explicit --token-map overrides the directory's map
+        summarized -= {lang}
     need = list(dict.fromkeys([*required, *(summary.eos_ids if summary else ())]))
     sizes: dict[str, int] = {}
     for lang, path in sorted(paths.items()):
@@ -163,4 +167,6 @@ def collect_maps(
             f"no corpus summary tells which of {sorted(paths)} is the default language; "
             "pass --default-lang"
         )
-    return MapBundle(paths, next(iter(sizes.values())), default, tuple(need), summary)
+    return MapBundle(
+        paths, next(iter(sizes.values())), default, tuple(need), summary, summarized
+    )

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ._schema import StrictModel
 from .errors import TokenMapError
 
 SUMMARY_NAME = "token_maps.json"
@@ -23,11 +24,7 @@ SUMMARY_VERSION = 1
 CoverageMatrix = dict[str, dict[str, dict[str, float | None]]]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LanguageSummary(_Strict):
+class LanguageSummary(StrictModel):
     file: str = Field(description="Map file name, freq_<lang>_<K>.pt.")
     sha256: str = Field(description="sha256 of the map file.")
     records: int = Field(description="Corpus records counted (held-out ones excluded).")
@@ -41,13 +38,13 @@ class LanguageSummary(_Strict):
     )
 
 
-class CorpusEntry(_Strict):
+class CorpusEntry(StrictModel):
     path: str = Field(description="Corpus file as given.")
     lang: str | None = Field(description="Language forced for the whole file (LANG=PATH).")
     size: int = Field(description="File size in bytes.")
 
 
-class TokenMapSummary(_Strict):
+class TokenMapSummary(StrictModel):
     format: Literal["fastmtp-token-maps"] = Field(description="Marks a token-map summary.")
     format_version: int = Field(description="Summary format version.")
     size: int = Field(description="K: ids per map, equal for every language.")

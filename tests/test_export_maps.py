@@ -249,3 +249,19 @@ def test_inspect_catches_a_tampered_map(
     problems = json.loads(r.stdout)["problems"]
     assert any(p.startswith("freq_en_64.pt has") for p in problems), problems  # size changed
     assert any("duplicate ids" in p for p in problems), problems
+
+
+def test_an_overriding_map_drops_the_summary_figures_for_it(
+    runner: CliRunner, tmp_path: Path, source: Path, maps_dir: Path
+) -> None:
+    other = tmp_path / "other_en.pt"
+    eos = _eos(source)
+    save_token_map(other, [*eos, *range(100, 100 + K - len(eos))])
+    out = tmp_path / "draft"
+    r = _export(runner, source, out, "--token-maps", str(maps_dir), "--token-map", f"en={other}")
+    assert r.exit_code == 0, r.output
+    tm = json.loads((out / "fastmtp.json").read_text())["token_maps"]
+    assert (out / f"freq_en_{K}.pt").read_bytes() == other.read_bytes()
+    assert tm["languages"]["en"]["coverage"] is None  # the summary measured another file
+    assert tm["languages"]["zh"]["coverage"] is not None
+    assert all("en" not in row for row in tm["coverage"].values())
