@@ -5,8 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints/dev.txt
+CC ?= cc
+# The SGLang CPU test lane (docs/testing.md): SGLang and its CUDA kernel wheel without
+# their dependency trees, the CPU-usable dependencies, and a stub libcuda.so.1 so that
+# sgl_kernel imports on machines without a GPU driver.
+SGLANG_PINS := sglang==0.5.23 sglang-kernel==0.4.10
+LANE_REQS := constraints/sglang-lane.txt
+CUDA_STUB := $(VENV)/cudastub/libcuda.so.1
 
-.PHONY: install dev demo test quality style docs bench clean
+.PHONY: install dev lane demo test quality style docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +26,24 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
+$(VENV)/.installed-sglang: $(VENV)/.installed-dev $(LANE_REQS)
+	$(PIP) install --quiet --only-binary :all: -c $(CONSTRAINTS) -r $(LANE_REQS)
+	$(PIP) install --quiet --no-deps $(SGLANG_PINS)
+	touch $@
+
+$(CUDA_STUB): tests/sglang_lane/cudastub.c | $(BIN)/python
+	mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -O2 -Wl,-soname,libcuda.so.1 -o $@ $<
+
+lane: $(VENV)/.installed-sglang $(CUDA_STUB)
+
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(BIN)/fastmtp-export demo
 
-test: $(VENV)/.installed-dev
+test: lane
 	$(BIN)/python -m pytest
 
 quality: $(VENV)/.installed-dev

@@ -167,6 +167,4 @@ def collect_maps(
             f"no corpus summary tells which of {sorted(paths)} is the default language; "
             "pass --default-lang"
         )
-    return MapBundle(
-        paths, next(iter(sizes.values())), default, tuple(need), summary, summarized
-    )
+    return MapBundle(paths, next(iter(sizes.values())), default, tuple(need), summary, summarized)

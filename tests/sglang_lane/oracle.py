@@ -1,0 +1,120 @@
+"""Tiny MiMo-architecture targets whose greedy output is known, and their exported drafts.
+
+The *oracle* target is a deterministic token chain: its residual blocks are scaled
+down (``RESIDUAL_SCALE``) so the final hidden state is essentially the current token's
+embedding, and ``lm_head`` row ``perm[t]`` is token ``t``'s embedding direction, so
+greedy decoding follows ``t -> perm[t]``. Attention still contributes a little, so the
+KV cache is exercised. The oracle MTP head reproduces the chain from the embedding half
+of its input (``input_proj = [0 | I]``, zero ``o_proj`` / ``down_proj``): draft step
+``k`` predicts ``perm`` of the token it is given, so speculation accepts nearly all.
+
+Two "languages" split the vocabulary, each closed under ``perm``: ``en`` = ids
+0..127 (EOS = 0 is on its cycle), ``zh`` = ids 128..254 (255 is a fixed point no token
+leads to). A prompt stays in its language, and the other language's hot-token map
+makes every draft wrong.
+
+The *random* target has full-strength random weights (output depends on the whole
+context) and a random MTP head: acceptance is low and every verify rejects, the
+other half of the parity check.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from fastmtp_export.synthetic import TINY, mimo_config, mimo_tensor_shapes
+
+VOCAB = 256
+EOS = 0
+EN = list(range(0, 128))
+ZH = list(range(128, 255))
+RESIDUAL_SCALE = 0.05
+HEAD_SCALE = 8.0
+
+
+def chain_permutation(seed: int = 0) -> list[int]:
+    """``perm[t]``: one cycle through ``EN`` (EOS included), one through ``ZH``, 255 fixed."""
+    rng = random.Random(seed)
+    perm = list(range(VOCAB))
+    for ids in (EN, ZH):
+        order = ids[:]
+        rng.shuffle(order)
+        for a, b in zip(order, order[1:] + order[:1], strict=True):
+            perm[a] = b
+    return perm
+
+
+def greedy_chain(prompt_last: int, n: int, perm: list[int]) -> list[int]:
+    """The oracle's greedy continuation: up to ``n`` tokens, ending at EOS if reached."""
+    out, t = [], prompt_last
+    for _ in range(n):
+        t = perm[t]
+        out.append(t)
+        if t == EOS:
+            break
+    return out
+
+
+def config() -> dict[str, object]:
+    """A Qwen2 config SGLang loads as ``MiMoForCausalLM`` without remote code (ref. §14.3)."""
+    cfg = mimo_config({**TINY, "vocab_size": VOCAB})
+    cfg.pop("auto_map", None)
+    cfg.update(
+        model_type="qwen2",
+        torch_dtype="float32",
+        eos_token_id=EOS,
+        bos_token_id=EOS,
+        max_position_embeddings=1024,
+    )
+    return cfg
+
+
+def _weights(cfg: dict[str, object], *, oracle: bool, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = mimo_tensor_shapes(cfg)
+    h = int(cfg["hidden_size"])  # type: ignore[call-overload]
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            value = torch.ones(shape)  # [H]
+        else:
+            value = torch.randn(shape, generator=gen) * (shape[-1] ** -0.5)  # fan-in scaled
+        out[name] = value
+    embed = torch.randn(VOCAB, h, generator=gen)  # [V, H]
+    out["model.embed_tokens.weight"] = embed
+    if not oracle:
+        return out
+    perm = chain_permutation(seed)
+    unit = embed / embed.norm(dim=-1, keepdim=True)  # [V, H]
+    head = torch.zeros(VOCAB, h)  # [V, H]
+    for t in range(VOCAB):
+        head[perm[t]] = unit[t] * HEAD_SCALE
+    out["lm_head.weight"] = head
+    for name in out:
+        if name.startswith("model.layers.") and name.endswith(
+            ("o_proj.weight", "down_proj.weight")
+        ):
+            out[name] = out[name] * RESIDUAL_SCALE
+    p = "model.mtp_layers.0."
+    proj = torch.zeros(h, 2 * h)  # [H, 2H]: input order is [hidden, token]
+    proj[:, h:] = torch.eye(h)
+    out[p + "input_proj.weight"] = proj
+    out[p + "self_attn.o_proj.weight"] = torch.zeros(h, h)  # [H, Q]
+    out[p + "mlp.down_proj.weight"] = torch.zeros(h, int(cfg["intermediate_size"]))  # type: ignore[call-overload]
+    return out
+
+
+def write_target(path: Path, *, oracle: bool, seed: int = 0) -> Path:
+    """A target checkpoint (trunk + MTP layer) in ``path``; returns ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = config()
+    tensors = {k: v.contiguous() for k, v in _weights(cfg, oracle=oracle, seed=seed).items()}
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": EOS}))
+    return path
