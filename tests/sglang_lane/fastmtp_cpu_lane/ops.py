@@ -11,13 +11,23 @@ correct and plenty fast for the tiny lane models, not for serving.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from .status import record
 
 QLEN_ONLY_BITPACKING = 2
+
+
+def _segments(
+    req_pool_indices: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> Iterator[tuple[int, int, int, int]]:
+    """``(row, start, end, offset)`` per request; offsets pack the segments back to back."""
+    off = 0
+    for r, s, e in zip(req_pool_indices.tolist(), start.tolist(), end.tolist(), strict=True):
+        yield r, s, e, off
+        off += e - s
 
 
 def copy_all_layer_kv_cache(
@@ -38,13 +48,8 @@ def assign_req_to_token_pool(
     pool_len: int,
 ) -> None:
     """``req_to_token[rpi[i], start[i]:end[i]]`` = the next slots of packed ``out_cache_loc``."""
-    off = 0
-    for r, s, e in zip(
-        req_pool_indices.tolist(), start_offset.tolist(), end_offset.tolist(), strict=True
-    ):
-        n = e - s
-        req_to_token[r, s:e] = out_cache_loc[off : off + n].to(req_to_token.dtype)
-        off += n
+    for r, s, e, off in _segments(req_pool_indices, start_offset, end_offset):
+        req_to_token[r, s:e] = out_cache_loc[off : off + e - s].to(req_to_token.dtype)
 
 
 def assign_draft_cache_locs_contiguous(
@@ -71,13 +76,8 @@ def assign_extend_cache_locs(
     pool_len: int,
 ) -> None:
     """``out`` = concatenation over i of ``req_to_token[rpi[i], start[i]:end[i]]``."""
-    off = 0
-    for r, s, e in zip(
-        req_pool_indices.tolist(), start_offset.tolist(), end_offset.tolist(), strict=True
-    ):
-        n = e - s
-        out_cache_loc[off : off + n] = req_to_token[r, s:e].to(out_cache_loc.dtype)
-        off += n
+    for r, s, e, off in _segments(req_pool_indices, start_offset, end_offset):
+        out_cache_loc[off : off + e - s] = req_to_token[r, s:e].to(out_cache_loc.dtype)
 
 
 def build_tree_kernel_efficient(
