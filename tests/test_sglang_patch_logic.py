@@ -1,0 +1,145 @@
+"""sglang_patch's pure logic: bank, remapping, language choice, settings (no SGLang)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastmtp_export.errors import FastMTPError
+from fastmtp_export.export import export_draft
+from fastmtp_export.token_maps import save_token_map
+from sglang_patch import settings
+from sglang_patch.bank import DraftVocabBank
+from sglang_patch.choice import batch_language, request_language
+
+V, H = 10, 3
+
+
+@pytest.fixture
+def head() -> torch.Tensor:
+    return torch.arange(V * H, dtype=torch.float32).view(V, H)  # row r = [3r, 3r+1, 3r+2]
+
+
+@pytest.fixture
+def bank(head: torch.Tensor) -> DraftVocabBank:
+    return DraftVocabBank({"en": [1, 2, 3, 0], "zh": [7, 8, 9, 0]}, head, default="en")
+
+
+def test_bank_rows_are_the_target_rows_in_private_storage(
+    bank: DraftVocabBank, head: torch.Tensor
+) -> None:
+    assert bank.langs == ("en", "zh")
+    assert bank.size == 4
+    assert torch.equal(bank.active_head, head[[1, 2, 3, 0]])
+    assert bank.active_ids.tolist() == [1, 2, 3, 0]
+    assert torch.equal(bank.heads[1], head[[7, 8, 9, 0]])
+    head.zero_()  # the target head changing must not change the draft's copy
+    assert bank.active_head.abs().sum() > 0
+    # ids [2, 4] + inverse [2, V] + active ids [4] in int64; heads [2, 4, H] + active [4, H] in f32
+    assert bank.nbytes == (2 * 4 + 2 * V + 4) * 8 + (2 * 4 * H + 4 * H) * 4
+
+
+def test_switch_copies_in_place(bank: DraftVocabBank, head: torch.Tensor) -> None:
+    ptr_ids, ptr_head = bank.active_ids.data_ptr(), bank.active_head.data_ptr()
+    assert bank.switch("en") is False
+    assert bank.switch("zh") is True
+    assert bank.active == "zh"
+    assert bank.active_ids.tolist() == [7, 8, 9, 0]
+    assert torch.equal(bank.active_head, head[[7, 8, 9, 0]])
+    # the buffers CUDA graphs captured keep their addresses
+    assert (bank.active_ids.data_ptr(), bank.active_head.data_ptr()) == (ptr_ids, ptr_head)
+
+
+def test_remap_goes_through_full_ids(bank: DraftVocabBank) -> None:
+    # en slots [0, 3, 2] are full ids [1, 0, 3]; in zh, 0 is slot 3, 1 and 3 are absent
+    got = bank.remap(torch.tensor([0, 3, 2]), "en", "zh")
+    assert got.tolist() == [0, 3, 0]  # absent -> slot 0 (one wasted draft, never an assert)
+    assert bank.remap(torch.tensor([1]), "en", "en").tolist() == [1]
+    assert bank.to_hot(torch.tensor([9, 0, 5]), "zh").tolist() == [2, 3, 0]
+
+
+@pytest.mark.parametrize(
+    ("maps", "default", "message"),
+    [
+        ({"en": [1, 2]}, "zh", "has no map"),
+        ({"en": [1, 2], "zh": [3]}, "en", "one size"),
+        ({"en": [1, 99]}, "en", r"\[0, 10\)"),
+    ],
+)
+def test_bad_bank_input(head: torch.Tensor, maps: dict, default: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DraftVocabBank(maps, head, default)
+
+
+@pytest.mark.parametrize(
+    ("langs", "current", "want"),
+    [
+        (["zh", "zh", "en"], "en", "zh"),  # majority
+        (["zh", "en"], "en", "en"),  # tie keeps the current language
+        (["zh", "en"], "zh", "zh"),
+        (["zh", "ja"], "en", "ja"),  # tie without the current one: smallest code
+        ([None, None, "zh"], "zh", "en"),  # unknown counts as the default
+        ([], "zh", "zh"),
+    ],
+)
+def test_batch_language(langs: list[str | None], current: str, want: str) -> None:
+    assert batch_language(langs, current=current, default="en") == want
+
+
+def test_request_language_never_fails(caplog: pytest.LogCaptureFixture) -> None:
+    supported = {"en", "zh"}
+    assert request_language({"draft_lang": "zh-CN"}, supported) == "zh"
+    assert request_language({"draft_lang": "EN"}, supported) == "en"
+    assert request_language(None, supported) is None
+    assert request_language({"other": 1}, supported) is None
+    with caplog.at_level(logging.WARNING):
+        for bad in ({"draft_lang": 3}, {"draft_lang": "klingon!"}, {"draft_lang": "fr"}):
+            assert request_language(bad, supported) is None
+            assert request_language(bad, supported) is None  # logged once per value
+    assert len([r for r in caplog.records if "draft_lang" in r.getMessage()]) == 3
+
+
+def test_version_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(settings.ANY_VERSION_ENV, raising=False)
+    assert settings.version_problem("0.5.23") is None
+    problem = settings.version_problem("0.6.0")
+    assert problem is not None
+    assert "0.5.23" in problem
+    assert settings.ENABLE_ENV in problem
+    monkeypatch.setenv(settings.ANY_VERSION_ENV, "1")
+    assert settings.version_problem("0.6.0") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "off"), [("0", True), ("off", True), ("1", False), (None, False)]
+)
+def test_kill_switch(monkeypatch: pytest.MonkeyPatch, value: str | None, off: bool) -> None:
+    if value is None:
+        monkeypatch.delenv(settings.ENABLE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(settings.ENABLE_ENV, value)
+    assert settings.disabled() is off
+
+
+def test_artifact_maps(tmp_path: Path, tiny_source: Path) -> None:
+    eos = json.loads((tiny_source / "config.json").read_text())["eos_token_id"]
+    save_token_map(tmp_path / "en.pt", [eos, 1, 2])
+    save_token_map(tmp_path / "zh.pt", [eos, 3, 4])
+    out = tmp_path / "draft"
+    export_draft(
+        tiny_source, out, token_map=[f"en={tmp_path / 'en.pt'}", f"zh={tmp_path / 'zh.pt'}"],
+        default_lang="zh",
+    )  # fmt: skip
+    got = settings.artifact_maps(out)
+    assert got == settings.ArtifactMaps({"en": [eos, 1, 2], "zh": [eos, 3, 4]}, "zh", 3)
+    plain = tmp_path / "plain"
+    export_draft(tiny_source, plain)
+    assert settings.artifact_maps(plain) is None  # an artifact without maps: plugin idle
+    assert settings.artifact_maps(tmp_path) is None  # not an artifact at all
+    save_token_map(out / "freq_zh_3.pt", [1, 1, 2])  # tampered after export
+    with pytest.raises(FastMTPError, match="duplicate"):
+        settings.artifact_maps(out)
