@@ -128,10 +128,16 @@ def random_plain(lane: Lane) -> dict[Case, dict[str, Any]]:
     return _reference(lane, lane.random, _random_cases())
 
 
-def _spec(lane: Lane, model: Path, draft: Path, *extra: str) -> Iterator[Server]:
+#: stock SGLang behaviour: our own sglang_patch plugin (installed with the package) off
+STOCK = {"FASTMTP_SGLANG_PATCH": "0"}
+
+
+def _spec(
+    lane: Lane, model: Path, draft: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     with sglang_server(
         model, lane.root / "logs", *CHAIN_FLAGS, "--speculative-draft-model-path", str(draft),
-        *extra,
+        *extra, env=STOCK if env is None else env,
     ) as server:  # fmt: skip
         yield server
 
@@ -285,3 +291,67 @@ class TestRandomDraft:
         self, server: Server, random_plain: dict[Case, dict[str, Any]]
     ) -> None:
         _assert_parity(_concurrently(server, list(random_plain)), random_plain)
+
+
+@pytest.fixture(scope="class")
+def plugin_spec(lane: Lane) -> Iterator[Server]:
+    """Our sglang_patch plugin active (it is installed with the package): no static map."""
+    yield from _spec(lane, lane.oracle, lane.oracle_draft, "--log-level", "info", env={})
+
+
+class TestLanguageAwarePlugin:
+    """sglang_patch switches the draft vocabulary per batch (issue 5)."""
+
+    @pytest.fixture
+    def server(self, plugin_spec: Server) -> Server:
+        return plugin_spec
+
+    def _lang(self, case: Case) -> str:
+        return "en" if case[0][0] in EN else "zh"
+
+    def test_each_language_keeps_acceptance_with_draft_lang(
+        self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        cases = _full_length(oracle_plain, 32)
+        got = {
+            c: server.generate(list(c[0]), c[1], custom_params={"draft_lang": self._lang(c)})
+            for c in cases
+        }
+        _assert_parity(got, oracle_plain)
+        for c, doc in got.items():
+            assert doc["meta_info"]["spec_accept_length"] >= 3.5, (self._lang(c), doc["meta_info"])
+        assert {self._lang(c) for c in cases} == {"en", "zh"}
+        log = server.log.read_text(errors="replace")
+        assert "per-language draft vocabulary active: languages en,zh, K=128, default en" in log
+
+    def test_unknown_or_bad_language_uses_the_default(
+        self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        zh = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "zh")
+        for params in (
+            {},
+            {"custom_params": {"draft_lang": 3}},
+            {"custom_params": {"draft_lang": "xx!"}},
+        ):
+            doc = server.generate(list(zh[0]), zh[1], **params)
+            assert doc["output_ids"] == oracle_plain[zh]["output_ids"]
+            assert doc["meta_info"]["spec_accept_length"] <= 1.2, params  # default en map
+
+    def test_mixed_concurrent_batches_keep_parity(
+        self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        cases = list(oracle_plain)
+        results: dict[Case, dict[str, Any]] = {}
+
+        def one(c: Case) -> None:
+            results[c] = server.generate(
+                list(c[0]), c[1], custom_params={"draft_lang": self._lang(c)}
+            )
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in cases]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert len(results) == len(cases)
+        _assert_parity(results, oracle_plain)

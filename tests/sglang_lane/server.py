@@ -131,8 +131,10 @@ class Server:
 
 
 @contextmanager
-def sglang_server(model: Path, workdir: Path, *extra: str) -> Iterator[Server]:
-    """A running server for ``model`` (plus ``extra`` flags); killed on exit."""
+def sglang_server(
+    model: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A running server for ``model`` (plus ``extra`` flags and ``env``); killed on exit."""
     port = _free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log, status = workdir / f"server-{port}.log", workdir / f"status-{port}.jsonl"
@@ -140,7 +142,11 @@ def sglang_server(model: Path, workdir: Path, *extra: str) -> Iterator[Server]:
             *CPU_FLAGS, "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            argv, env=lane_env(status), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env={**lane_env(status), **(env or {})},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", log, status)
     try:

@@ -1,0 +1,125 @@
+"""The SGLang seams sglang_patch hooks (see INVENTORY.md): the only module importing sglang.
+
+1. ``EagleDraftWorker.init_token_map`` (AROUND): when the draft artifact carries
+   language maps and no ``--speculative-token-map`` was given, load the default
+   language's map as SGLang would load a static one.
+2. ``EagleDraftWorker.init_lm_head`` (AFTER): build the :class:`~.bank.DraftVocabBank`
+   from the target's full ``lm_head`` and rebind the draft's ``hot_token_id`` and head
+   weight to the bank's pointer-stable active buffers (before any CUDA-graph capture).
+3. ``EagleDraftWorker.draft`` (BEFORE): pick the batch language from ``batch.reqs``;
+   on a change, remap the carried ``spec_info.topk_index`` (hot space of the old map)
+   into the new map's space and switch the buffers in place.
+
+Draft-extend outputs are always in the space of the map active when they ran, and
+every switch remaps every carried row, so the index the next ``draft_forward`` maps
+with ``hot_token_id`` is always consistent. Verification uses full-vocabulary ids and
+the target's full logits: output is unchanged whatever the map.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .bank import DraftVocabBank
+from .choice import batch_language, request_language
+from .settings import artifact_maps
+
+log = logging.getLogger("sglang_patch")
+
+_WORKER = "sglang.srt.speculative.eagle_worker_v2.EagleDraftWorker"
+TARGETS = {
+    "init_token_map": f"{_WORKER}.init_token_map",
+    "init_lm_head": f"{_WORKER}.init_lm_head",
+    "draft": f"{_WORKER}.draft",
+}
+BANK_ATTR = "_fastmtp_bank"
+
+
+def init_token_map_around(original: Any, worker: Any) -> Any:
+    """Load the artifact's default-language map where SGLang would load a static one."""
+    from sglang.srt.runtime_context import get_spec
+
+    spec = get_spec()
+    draft_dir = getattr(spec, "speculative_draft_model_path", None)
+    if worker.speculative_algorithm.is_eagle3() or not draft_dir:
+        return original(worker)
+    found = artifact_maps(Path(draft_dir))
+    if found is None:
+        return original(worker)
+    if getattr(spec, "speculative_token_map", None) is not None:
+        log.warning(
+            "fastmtp: --speculative-token-map is set; using it as one static map "
+            "(the artifact's per-language maps are not used)"
+        )
+        return original(worker)
+    if worker.topk != 1:
+        log.warning("fastmtp: per-language maps need --speculative-eagle-topk 1; plugin idle")
+        return original(worker)
+    worker._fastmtp_maps = found
+    worker.hot_token_id = torch.tensor(found.maps[found.default], dtype=torch.int64)
+    return None
+
+
+def init_lm_head_after(result: Any, worker: Any) -> Any:
+    """Build the bank from the target's full head; bind the draft to its active buffers."""
+    found = getattr(worker, "_fastmtp_maps", None)
+    if found is None:
+        return result
+    _embed, full_head = worker._resolve_shared_embed_and_head()  # [V, H], the target's
+    with torch.no_grad():
+        bank = DraftVocabBank(found.maps, full_head.data, found.default)
+    worker.hot_token_id = bank.active_ids
+    worker.draft_runner.model.lm_head.weight.data = bank.active_head
+    setattr(worker, BANK_ATTR, bank)
+    worker._fastmtp_counts = {"batches": dict.fromkeys(bank.langs, 0), "switches": 0}
+    log.info(
+        "fastmtp: per-language draft vocabulary active: languages %s, K=%d, default %s, "
+        "bank %.1f MiB",
+        ",".join(bank.langs),
+        bank.size,
+        bank.active,
+        bank.nbytes / 2**20,
+    )
+    return result
+
+
+def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
+    """Choose the batch language and switch (with index remapping) before drafting."""
+    bank: DraftVocabBank | None = getattr(worker, BANK_ATTR, None)
+    if bank is None or batch is None or not getattr(batch, "reqs", None):
+        return None
+    supported = set(bank.langs)
+    langs = [
+        request_language(getattr(r.sampling_params, "custom_params", None), supported)
+        for r in batch.reqs
+    ]
+    lang = batch_language(langs, current=bank.active, default=_default(worker, bank))
+    counts = worker._fastmtp_counts
+    counts["batches"][lang] += 1
+    if lang != bank.active:
+        spec_info = batch.spec_info
+        old = bank.active
+        if spec_info is not None and getattr(spec_info, "topk_index", None) is not None:
+            spec_info.topk_index = bank.remap(spec_info.topk_index, old, lang)
+        bank.switch(lang)
+        counts["switches"] += 1
+        log.debug("fastmtp: draft language %s -> %s", old, lang)
+    return None
+
+
+def _default(worker: Any, bank: DraftVocabBank) -> str:
+    found = getattr(worker, "_fastmtp_maps", None)
+    return found.default if found is not None else bank.active
+
+
+def register() -> None:
+    """Register the three hooks with SGLang's HookRegistry."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(TARGETS["init_token_map"], init_token_map_around, HookType.AROUND)
+    HookRegistry.register(TARGETS["init_lm_head"], init_lm_head_after, HookType.AFTER)
+    HookRegistry.register(TARGETS["draft"], draft_before, HookType.BEFORE)
