@@ -1,9 +1,9 @@
 """sglang_patch: the SGLang plugin that swaps in a per-language draft vocabulary.
 
-In progress (see README status). Landed so far, all without importing SGLang:
-:mod:`.bank` (per-language head rows and pointer-stable active buffers, in-place
-switching, remapping carried draft indices), :mod:`.choice` (request and batch
+SGLang loads it through the ``sglang.srt.plugins`` entry point (:mod:`.plugin`), which
+registers the hooks of :mod:`.hooks` (the only module importing sglang besides the
+plugin). The logic lives in SGLang-free modules: :mod:`.bank` (per-language head rows,
+pointer-stable active buffers, index remapping), :mod:`.choice` (request and batch
 language) and :mod:`.settings` (version guard, kill switch, the artifact's maps).
-The hook module and the ``sglang.srt.plugins`` entry point come next; only
-``hooks.py`` / ``plugin.py`` may import sglang (tests/test_architecture.py).
+See docs/sglang_patch.md.
 """
