@@ -9,6 +9,9 @@
 3. ``EagleDraftWorker.draft`` (BEFORE): pick the batch language from ``batch.reqs``;
    on a change, remap the carried ``spec_info.topk_index`` (hot space of the old map)
    into the new map's space and switch the buffers in place.
+4. ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of the
+   prompt text when the client gave no ``draft_lang`` and store it in the request's
+   ``custom_params`` (the scheduler never sees the text).
 
 Draft-extend outputs are always in the space of the map active when they ran, and
 every switch remaps every carried row, so the index the next ``draft_forward`` maps
@@ -18,14 +21,17 @@ the target's full logits: output is unchanged whatever the map.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fastmtp_export.lang import LanguageDetector
+
 from .bank import DraftVocabBank
-from .choice import batch_language, request_language
+from .choice import PARAM, batch_language, request_language
 from .settings import artifact_maps
 
 log = logging.getLogger("sglang_patch")
@@ -35,6 +41,7 @@ TARGETS = {
     "init_token_map": f"{_WORKER}.init_token_map",
     "init_lm_head": f"{_WORKER}.init_lm_head",
     "draft": f"{_WORKER}.draft",
+    "detect": "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokenized_object",
 }
 BANK_ATTR = "_fastmtp_bank"
 
@@ -111,15 +118,48 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     return None
 
 
+def detect_before(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) -> None:
+    """Fill ``custom_params["draft_lang"]`` from the prompt text when the client did not.
+
+    Runs in the tokenizer manager, the last place that still has the text. Requests
+    with only token ids, or an artifact without maps, are left alone.
+    """
+    params = getattr(obj, "sampling_params", None)
+    if not isinstance(input_text, str) or not input_text or not isinstance(params, dict):
+        return None
+    custom = params.get("custom_params")
+    if isinstance(custom, dict) and PARAM in custom:
+        return None  # the client's choice wins
+    detector = _detector(getattr(manager.server_args, "speculative_draft_model_path", None))
+    if detector is None:
+        return None
+    lang = detector(input_text)
+    if lang is not None:
+        params["custom_params"] = {**(custom if isinstance(custom, dict) else {}), PARAM: lang}
+    return None
+
+
+@functools.cache
+def _detector(draft_dir: str | None) -> LanguageDetector | None:
+    if not draft_dir:
+        return None
+    try:
+        found = artifact_maps(Path(draft_dir))
+    except Exception:  # the scheduler reports a broken artifact; detection stays off
+        return None
+    return LanguageDetector(sorted(found.maps)) if found is not None else None
+
+
 def _default(worker: Any, bank: DraftVocabBank) -> str:
     found = getattr(worker, "_fastmtp_maps", None)
     return found.default if found is not None else bank.active
 
 
 def register() -> None:
-    """Register the three hooks with SGLang's HookRegistry."""
+    """Register the hooks with SGLang's HookRegistry."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(TARGETS["init_token_map"], init_token_map_around, HookType.AROUND)
     HookRegistry.register(TARGETS["init_lm_head"], init_lm_head_after, HookType.AFTER)
     HookRegistry.register(TARGETS["draft"], draft_before, HookType.BEFORE)
+    HookRegistry.register(TARGETS["detect"], detect_before, HookType.BEFORE)

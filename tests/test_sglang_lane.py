@@ -23,7 +23,16 @@ from fastmtp_export.cli import app
 from fastmtp_export.token_maps import save_token_map
 
 from .sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
-from .sglang_lane.oracle import EN, EOS, ZH, chain_permutation, greedy_chain, write_target
+from .sglang_lane.oracle import (
+    EN,
+    EOS,
+    ZH,
+    chain_permutation,
+    greedy_chain,
+    text_of,
+    write_char_tokenizer,
+    write_target,
+)
 from .sglang_lane.server import CHAIN_FLAGS, Server, sglang_import_problem, sglang_server
 
 pytestmark = pytest.mark.slow
@@ -57,6 +66,10 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
         )
     root = tmp_path_factory.mktemp("lane")
     oracle = write_target(root / "oracle", oracle=True)
+    # its own directory: next to a qwen2 config.json, transformers would rebuild it as a
+    # byte-level Qwen2Tokenizer and ignore the fixture's pre-tokenizer
+    (root / "oracle-tokenizer").mkdir()
+    write_char_tokenizer(root / "oracle-tokenizer")
     save_token_map(root / "en.pt", EN)
     save_token_map(root / "zh.pt", [*ZH, EOS])
     maps = ["--token-map", f"en={root / 'en.pt'}", "--token-map", f"zh={root / 'zh.pt'}"]
@@ -133,11 +146,16 @@ STOCK = {"FASTMTP_SGLANG_PATCH": "0"}
 
 
 def _spec(
-    lane: Lane, model: Path, draft: Path, *extra: str, env: dict[str, str] | None = None
+    lane: Lane,
+    model: Path,
+    draft: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tokenizer: bool = False,
 ) -> Iterator[Server]:
     with sglang_server(
         model, lane.root / "logs", *CHAIN_FLAGS, "--speculative-draft-model-path", str(draft),
-        *extra, env=STOCK if env is None else env,
+        *extra, env=STOCK if env is None else env, tokenizer=tokenizer,
     ) as server:  # fmt: skip
         yield server
 
@@ -355,3 +373,67 @@ class TestLanguageAwarePlugin:
             t.join(timeout=300)
         assert len(results) == len(cases)
         _assert_parity(results, oracle_plain)
+
+
+@pytest.fixture(scope="class")
+def text_spec(lane: Lane) -> Iterator[Server]:
+    """The plugin with the fixture tokenizer loaded: requests carry text, not ids."""
+    yield from _spec(
+        lane, lane.oracle, lane.oracle_draft,
+        "--tokenizer-path", str(lane.root / "oracle-tokenizer"), env={}, tokenizer=True,
+    )  # fmt: skip
+
+
+class TestDetectionFromText:
+    """No draft_lang from the client: the tokenizer-manager hook detects it from the text."""
+
+    def test_detected_language_keeps_acceptance(
+        self, lane: Lane, text_spec: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        cases = _full_length(oracle_plain, 32)
+        assert {c[0][0] in EN for c in cases} == {True, False}  # both languages
+        for prompt, n in cases:
+            doc = text_spec.post(
+                "/generate",
+                {
+                    "text": text_of(prompt),
+                    "sampling_params": {"max_new_tokens": n, "temperature": 0},
+                },
+            )
+            assert doc["output_ids"] == greedy_chain(prompt[-1], n, lane.perm), prompt
+            assert doc["meta_info"]["spec_accept_length"] >= 3.5, (
+                text_of(prompt),
+                doc["meta_info"],
+            )
+
+    def test_client_draft_lang_overrides_detection(
+        self, text_spec: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        zh = next(c for c in _full_length(oracle_plain, 32) if c[0][0] in ZH)
+        params = {"max_new_tokens": zh[1], "temperature": 0, "custom_params": {"draft_lang": "en"}}
+        doc = text_spec.post("/generate", {"text": text_of(zh[0]), "sampling_params": params})
+        assert doc["output_ids"] == oracle_plain[zh]["output_ids"]
+        assert doc["meta_info"]["spec_accept_length"] <= 1.2  # the client's (wrong) choice won
+
+
+@pytest.fixture(scope="class")
+def plugin_with_static_map(lane: Lane) -> Iterator[Server]:
+    """Our plugin installed and enabled, but the operator gave an explicit static map."""
+    yield from _spec(
+        lane, lane.oracle, lane.oracle_draft, "--log-level", "info",
+        "--speculative-token-map", str(lane.oracle_draft / "freq_en_128.pt"), env={},
+    )  # fmt: skip
+
+
+class TestExplicitTokenMapWins:
+    def test_static_map_gives_stock_behaviour(
+        self, plugin_with_static_map: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        server = plugin_with_static_map
+        zh = [c for c in _full_length(oracle_plain, 32) if c[0][0] in ZH]
+        got = {c: server.generate(list(c[0]), c[1], custom_params={"draft_lang": "zh"}) for c in zh}
+        _assert_parity(got, oracle_plain)
+        assert max(d["meta_info"]["spec_accept_length"] for d in got.values()) <= 1.2
+        log = server.log.read_text(errors="replace")
+        assert "--speculative-token-map is set; using it as one static map" in log
+        assert "per-language draft vocabulary active" not in log

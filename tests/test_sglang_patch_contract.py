@@ -57,8 +57,9 @@ def test_hooked_seams_exist_and_load_plugins_applies_them() -> None:
     assert out["targets"]["init_token_map"] == ["self"]
     assert out["targets"]["init_lm_head"] == ["self"]
     assert out["targets"]["draft"][:2] == ["self", "batch"]
+    assert out["targets"]["detect"][:3] == ["self", "obj", "input_text"]
     assert out["entry_point"] == "sglang_patch.plugin:register"
-    assert len(out["patched"]) == 3, out  # our entry point ran and all 3 hooks applied
+    assert len(out["patched"]) == len(out["targets"]) == 4, out  # entry point ran, hooks applied
 
 
 def test_unsupported_sglang_is_refused_with_one_line() -> None:

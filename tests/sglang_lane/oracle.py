@@ -33,6 +33,14 @@ VOCAB = 256
 EOS = 0
 EN = list(range(0, 128))
 ZH = list(range(128, 255))
+#: what the fixture tokenizer's ids decode to: one Latin letter per en id, one Han per zh id
+LATIN = (
+    [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    + [chr(c) for c in range(0xC0, 0x100) if c not in (0xD7, 0xF7)]  # Latin-1 letters
+    + [chr(c) for c in range(0x100, 0x10D)]  # Latin Extended-A
+)
+HAN = [chr(c) for c in range(0x4E00, 0x4E00 + len(ZH))]
 RESIDUAL_SCALE = 0.05
 HEAD_SCALE = 8.0
 
@@ -118,3 +126,41 @@ def write_target(path: Path, *, oracle: bool, seed: int = 0) -> Path:
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": EOS}))
     return path
+
+
+def write_char_tokenizer(path: Path) -> Path:
+    """A fast tokenizer for the oracle vocabulary: ids 1..127 are Latin letters, 128..254 Han.
+
+    Word-level over single characters (not BPE) so that every id is exactly one letter
+    of one script: text in a language tokenizes into that language's half, which is
+    what the plugin's detection-from-text test needs.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    assert len(LATIN) == len(EN) - 1
+    vocab = {"<|endoftext|>": EOS, "<unk>": 255}
+    vocab.update({ch: i for ch, i in zip(LATIN, EN[1:], strict=True)})
+    vocab.update({ch: i for ch, i in zip(HAN, ZH, strict=True)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<unk>",
+                "model_max_length": 1024,
+            }
+        )
+    )
+    return path
+
+
+def text_of(ids: tuple[int, ...] | list[int]) -> str:
+    """The fixture text whose tokenization is ``ids`` (no EOS inside)."""
+    return "".join(LATIN[i - 1] if i in EN else HAN[i - ZH[0]] for i in ids)

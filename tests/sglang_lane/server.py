@@ -132,14 +132,23 @@ class Server:
 
 @contextmanager
 def sglang_server(
-    model: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
+    model: Path,
+    workdir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tokenizer: bool = False,
 ) -> Iterator[Server]:
-    """A running server for ``model`` (plus ``extra`` flags and ``env``); killed on exit."""
+    """A running server for ``model`` (plus ``extra`` flags and ``env``); killed on exit.
+
+    ``tokenizer=True`` loads the model's tokenizer (text requests); by default servers
+    take token ids only, which saves start-up time.
+    """
     port = _free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log, status = workdir / f"server-{port}.log", workdir / f"status-{port}.jsonl"
+    flags = [f for f in CPU_FLAGS if not (tokenizer and f == "--skip-tokenizer-init")]
     argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model),
-            *CPU_FLAGS, "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
+            *flags, "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             argv,
