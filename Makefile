@@ -63,6 +63,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_token_maps.py
 	$(BIN)/python bench/bench_lang.py
+	$(BIN)/python bench/bench_bank_switch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -44,6 +44,8 @@ TARGETS = {
     "detect": "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokenized_object",
 }
 BANK_ATTR = "_fastmtp_bank"
+#: log the per-language counters every this many draft batches (SGLang's decode-log interval)
+LOG_EVERY = 40
 
 
 def init_token_map_around(original: Any, worker: Any) -> Any:
@@ -66,9 +68,26 @@ def init_token_map_around(original: Any, worker: Any) -> Any:
     if worker.topk != 1:
         log.warning("fastmtp: per-language maps need --speculative-eagle-topk 1; plugin idle")
         return original(worker)
+    _refuse_sharded_head(worker)
     worker._fastmtp_maps = found
     worker.hot_token_id = torch.tensor(found.maps[found.default], dtype=torch.int64)
     return None
+
+
+def _refuse_sharded_head(worker: Any) -> None:
+    """At TP>1 the target head is vocab-sharded: global hot ids would index past it.
+
+    Stock 0.5.23 hits a device assert there; refuse at start-up with the reason instead.
+    """
+    runner = getattr(getattr(worker, "target_worker", None), "model_runner", None)
+    head = getattr(getattr(getattr(runner, "model", None), "lm_head", None), "weight", None)
+    vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
+    if head is not None and isinstance(vocab, int) and head.shape[0] != vocab:
+        raise RuntimeError(
+            f"fastmtp: this rank holds {head.shape[0]} of {vocab} lm_head rows (tensor "
+            "parallelism shards the vocabulary); per-language draft maps need --tp-size 1, "
+            "or set FASTMTP_SGLANG_PATCH=0"
+        )
 
 
 def init_lm_head_after(result: Any, worker: Any) -> Any:
@@ -107,6 +126,10 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     lang = batch_language(langs, current=bank.active, default=_default(worker, bank))
     counts = worker._fastmtp_counts
     counts["batches"][lang] += 1
+    total = sum(counts["batches"].values())
+    if total % LOG_EVERY == 0:
+        per_lang = ", ".join(f"{k}={v}" for k, v in sorted(counts["batches"].items()))
+        log.info("fastmtp: draft batches %s; switches %d", per_lang, counts["switches"])
     if lang != bank.active:
         spec_info = batch.spec_info
         old = bank.active

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.export import export_draft
 from fastmtp_export.token_maps import save_token_map
-from sglang_patch import settings
+from sglang_patch import hooks, settings
 from sglang_patch.bank import DraftVocabBank
 from sglang_patch.choice import batch_language, request_language
 
@@ -143,3 +144,61 @@ def test_artifact_maps(tmp_path: Path, tiny_source: Path) -> None:
     save_token_map(out / "freq_zh_3.pt", [1, 1, 2])  # tampered after export
     with pytest.raises(FastMTPError, match="duplicate"):
         settings.artifact_maps(out)
+
+
+class _Req:
+    def __init__(self, lang: str | None) -> None:
+        self.sampling_params = SimpleNamespace(custom_params={"draft_lang": lang} if lang else None)
+
+
+def _worker(head: torch.Tensor) -> SimpleNamespace:
+    bank = DraftVocabBank({"en": [1, 2, 3, 0], "zh": [7, 8, 9, 0]}, head, default="en")
+    worker = SimpleNamespace(
+        _fastmtp_maps=settings.ArtifactMaps({}, "en", 4),
+        _fastmtp_counts={"batches": dict.fromkeys(bank.langs, 0), "switches": 0},
+    )
+    setattr(worker, hooks.BANK_ATTR, bank)
+    return worker
+
+
+def test_draft_hook_switches_and_remaps_the_carried_index(head: torch.Tensor) -> None:
+    worker = _worker(head)
+    bank = getattr(worker, hooks.BANK_ATTR)
+    # carried index in en space: slots [0, 3] = full ids [1, 0]
+    batch = SimpleNamespace(
+        reqs=[_Req("zh"), _Req("zh"), _Req("en")],
+        spec_info=SimpleNamespace(topk_index=torch.tensor([[0], [3], [1]])),
+    )
+    hooks.draft_before(worker, batch)
+    assert bank.active == "zh"
+    assert bank.active_ids.tolist() == [7, 8, 9, 0]
+    # full ids [1, 0, 2] in zh space: 1 and 2 absent -> 0, 0 is slot 3
+    assert batch.spec_info.topk_index.tolist() == [[0], [3], [0]]
+    assert worker._fastmtp_counts == {"batches": {"en": 0, "zh": 1}, "switches": 1}
+    hooks.draft_before(worker, batch)  # same language: no switch, index untouched
+    assert batch.spec_info.topk_index.tolist() == [[0], [3], [0]]
+    assert worker._fastmtp_counts == {"batches": {"en": 0, "zh": 2}, "switches": 1}
+
+
+def test_draft_hook_logs_counters_periodically(
+    head: torch.Tensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _worker(head)
+    batch = SimpleNamespace(reqs=[_Req(None)], spec_info=None)
+    with caplog.at_level(logging.INFO, logger="sglang_patch"):
+        for _ in range(hooks.LOG_EVERY):
+            hooks.draft_before(worker, batch)
+    lines = [r.getMessage() for r in caplog.records if "draft batches" in r.getMessage()]
+    assert lines == [f"fastmtp: draft batches en={hooks.LOG_EVERY}, zh=0; switches 0"]
+
+
+def test_sharded_head_is_refused_at_start_up() -> None:
+    runner = SimpleNamespace(
+        model=SimpleNamespace(lm_head=SimpleNamespace(weight=torch.zeros(5, 2))),
+        model_config=SimpleNamespace(vocab_size=10),
+    )
+    worker = SimpleNamespace(target_worker=SimpleNamespace(model_runner=runner))
+    with pytest.raises(RuntimeError, match="holds 5 of 10 lm_head rows.*--tp-size 1"):
+        hooks._refuse_sharded_head(worker)
+    runner.model_config.vocab_size = 5
+    hooks._refuse_sharded_head(worker)  # TP=1: fine
