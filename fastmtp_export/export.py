@@ -120,7 +120,7 @@ def export_draft(
                 maps.size,
                 maps.default_lang,
             )
-        (tmp / mf.MANIFEST_NAME).write_text(mf.dumps(manifest))
+        (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
     return ExportResult(
         Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start
     )

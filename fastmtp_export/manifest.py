@@ -103,10 +103,6 @@ class Manifest(StrictModel):
     tool: ToolInfo
 
 
-def dumps(manifest: Manifest) -> str:
-    """Canonical JSON text: sorted keys, 2-space indent, trailing newline."""
-    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-
 
 def load(artifact: Path) -> Manifest:
     """Read and validate ``artifact/fastmtp.json``.

@@ -158,7 +158,7 @@ def build_token_maps(
             skipped_undetected=stats.skipped_undetected,
             tool_version=__version__,
         )
-        (tmp / ms.SUMMARY_NAME).write_text(ms.dumps(summary))
+        (tmp / ms.SUMMARY_NAME).write_text(summary.canonical_json())
     return BuildResult(Path(out).absolute(), summary)
 
 

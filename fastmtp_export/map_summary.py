@@ -7,7 +7,6 @@ the manifest, for the same reason: other tools read it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -62,10 +61,6 @@ class TokenMapSummary(StrictModel):
     skipped_undetected: int = Field(description="Records whose language was not detected.")
     tool_version: str = Field(description="fastmtp-export version that built the maps.")
 
-
-def dumps(summary: TokenMapSummary) -> str:
-    """Canonical JSON text (sorted keys, trailing newline): byte-identical reruns."""
-    return json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
 def load_summary(directory: Path) -> TokenMapSummary | None:
