@@ -103,7 +103,6 @@ class Manifest(StrictModel):
     tool: ToolInfo
 
 
-
 def load(artifact: Path) -> Manifest:
     """Read and validate ``artifact/fastmtp.json``.
 

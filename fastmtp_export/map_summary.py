@@ -62,7 +62,6 @@ class TokenMapSummary(StrictModel):
     tool_version: str = Field(description="fastmtp-export version that built the maps.")
 
 
-
 def load_summary(directory: Path) -> TokenMapSummary | None:
     """``directory/token_maps.json`` validated, or ``None`` when there is none.
 
