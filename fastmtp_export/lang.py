@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import FastMTPError
+
 #: (label, code point ranges). Order is the decision order for non-Latin scripts.
 _SCRIPT_RANGES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("latin", ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0x24F))),
@@ -156,8 +158,6 @@ def _py3langid(languages: Sequence[str]) -> Any:
     try:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
     except ImportError as exc:
-        from .errors import FastMTPError
-
         raise FastMTPError(
             "statistical language detection needs py3langid; install "
             "fastmtp-export[langdetect] or drop --statistical"
@@ -166,8 +166,6 @@ def _py3langid(languages: Sequence[str]) -> Any:
     known = set(ident.nb_classes)
     unknown = sorted(set(languages) - known)
     if unknown:
-        from .errors import FastMTPError
-
         raise FastMTPError(f"py3langid cannot detect {unknown}; drop them or use LANG=PATH files")
     ident.set_languages(list(languages))
     return ident

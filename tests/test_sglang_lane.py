@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,18 @@ def _run(server: Server, cases: list[Case]) -> dict[Case, dict[str, Any]]:
     return {case: server.generate(list(case[0]), case[1]) for case in cases}
 
 
-def _concurrently(server: Server, cases: list[Case]) -> dict[Case, dict[str, Any]]:
+def _concurrently(
+    server: Server,
+    cases: list[Case],
+    params: Callable[[Case], dict[str, Any]] = lambda _case: {},
+) -> dict[Case, dict[str, Any]]:
+    """Every case as its own concurrent request; ``params`` adds sampling params per case."""
     results: dict[Case, dict[str, Any]] = {}
     errors: list[BaseException] = []
 
     def one(case: Case) -> None:
         try:
-            results[case] = server.generate(list(case[0]), case[1])
+            results[case] = server.generate(list(case[0]), case[1], **params(case))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -359,18 +364,9 @@ class TestLanguageAwarePlugin:
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
         cases = list(oracle_plain)
-        results: dict[Case, dict[str, Any]] = {}
-
-        def one(c: Case) -> None:
-            results[c] = server.generate(
-                list(c[0]), c[1], custom_params={"draft_lang": self._lang(c)}
-            )
-
-        threads = [threading.Thread(target=one, args=(c,)) for c in cases]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        results = _concurrently(
+            server, cases, lambda c: {"custom_params": {"draft_lang": self._lang(c)}}
+        )
         assert len(results) == len(cases)
         _assert_parity(results, oracle_plain)
 
