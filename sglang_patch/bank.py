@@ -88,3 +88,19 @@ class DraftVocabBank:
             return hot_index
         full = self.hot_ids[self.index[old]][hot_index]
         return self.to_hot(full, new)
+
+    def remap_rows(self, hot_index: torch.Tensor, spaces: Sequence[str], new: str) -> torch.Tensor:
+        """Carry each row of ``hot_index`` [B, ...] from its own space ``spaces[b]`` to ``new``.
+
+        Rows of one batch can sit in different spaces: a prefill drafts its new requests
+        in their language while running requests keep the space of their last draft.
+        """
+        if all(s == new for s in spaces):
+            return hot_index
+        if len(set(spaces)) == 1:
+            return self.remap(hot_index, spaces[0], new)
+        # [B] index of each row's language, then [B, ...] full ids through its own map
+        rows = torch.tensor([self.index[s] for s in spaces], device=hot_index.device)
+        rows = rows.view(-1, *([1] * (hot_index.dim() - 1))).expand_as(hot_index)
+        full = self.hot_ids[rows, hot_index]
+        return self.to_hot(full, new)

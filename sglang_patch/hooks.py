@@ -7,16 +7,20 @@
    from the target's full ``lm_head`` and rebind the draft's ``hot_token_id`` and head
    weight to the bank's pointer-stable active buffers (before any CUDA-graph capture).
 3. ``EagleDraftWorker.draft`` (BEFORE): pick the batch language from ``batch.reqs``;
-   on a change, remap the carried ``spec_info.topk_index`` (hot space of the old map)
-   into the new map's space and switch the buffers in place.
-4. ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of the
-   prompt text when the client gave no ``draft_lang`` and store it in the request's
-   ``custom_params`` (the scheduler never sees the text).
+   remap every carried ``spec_info.topk_index`` row from the space it was drafted in
+   (recorded on its Req) into the new map's space, and switch the buffers in place.
+4. ``EagleDraftWorker._draft_extend_for_prefill`` (BEFORE): switch to the new
+   requests' language before their first draft, and record that space on them.
+5. ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of the
+   prompt text (or of its decoded ids, for chat requests) when the client gave no
+   ``draft_lang`` and store it in the request's ``custom_params`` (the scheduler never
+   sees the text).
 
-Draft-extend outputs are always in the space of the map active when they ran, and
-every switch remaps every carried row, so the index the next ``draft_forward`` maps
-with ``hot_token_id`` is always consistent. Verification uses full-vocabulary ids and
-the target's full logits: output is unchanged whatever the map.
+Draft-extend outputs are always in the space of the map active when they ran; each
+Req records that space, and ``draft`` carries every row into the batch's language, so
+the index the next ``draft_forward`` maps with ``hot_token_id`` is always consistent.
+Verification uses full-vocabulary ids and the target's full logits: output is unchanged
+whatever the map.
 """
 
 from __future__ import annotations
@@ -41,11 +45,17 @@ TARGETS = {
     "init_token_map": f"{_WORKER}.init_token_map",
     "init_lm_head": f"{_WORKER}.init_lm_head",
     "draft": f"{_WORKER}.draft",
+    "prefill": f"{_WORKER}._draft_extend_for_prefill",
     "detect": "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokenized_object",
 }
 BANK_ATTR = "_fastmtp_bank"
+#: on each Req: the language space its carried draft index (topk_index row) is in
+SPACE_ATTR = "_fastmtp_space"
 #: log the per-language counters every this many draft batches (SGLang's decode-log interval)
 LOG_EVERY = 40
+#: prompt ids decoded for detection when a request has no text (the detector reads the
+#: last 4096 characters; 1024 ids cover that in every tokenizer we know)
+DETECT_TAIL_IDS = 1024
 
 
 def init_token_map_around(original: Any, worker: Any) -> Any:
@@ -113,42 +123,74 @@ def init_lm_head_after(result: Any, worker: Any) -> Any:
     return result
 
 
+def _choose(worker: Any, bank: DraftVocabBank, reqs: Any) -> str:
+    """The language for a batch of ``reqs``: their majority, current on ties."""
+    supported = set(bank.langs)
+    langs = [
+        request_language(getattr(r.sampling_params, "custom_params", None), supported) for r in reqs
+    ]
+    return batch_language(langs, current=bank.active, default=_default(worker, bank))
+
+
+def _switch(worker: Any, bank: DraftVocabBank, lang: str) -> None:
+    old = bank.active
+    if bank.switch(lang):
+        worker._fastmtp_counts["switches"] += 1
+        log.debug("fastmtp: draft language %s -> %s", old, lang)
+
+
 def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
-    """Choose the batch language and switch (with index remapping) before drafting."""
+    """Choose the batch language, carry every row's index into it, and switch."""
     bank: DraftVocabBank | None = getattr(worker, BANK_ATTR, None)
     if bank is None or batch is None or not getattr(batch, "reqs", None):
         return None
-    supported = set(bank.langs)
-    langs = [
-        request_language(getattr(r.sampling_params, "custom_params", None), supported)
-        for r in batch.reqs
-    ]
-    lang = batch_language(langs, current=bank.active, default=_default(worker, bank))
+    reqs = batch.reqs
+    lang = _choose(worker, bank, reqs)
     counts = worker._fastmtp_counts
     counts["batches"][lang] += 1
     total = sum(counts["batches"].values())
     if total % LOG_EVERY == 0:
         per_lang = ", ".join(f"{k}={v}" for k, v in sorted(counts["batches"].items()))
         log.info("fastmtp: draft batches %s; switches %d", per_lang, counts["switches"])
-    if lang != bank.active:
-        spec_info = batch.spec_info
-        old = bank.active
-        if spec_info is not None and getattr(spec_info, "topk_index", None) is not None:
-            spec_info.topk_index = bank.remap(spec_info.topk_index, old, lang)
-        bank.switch(lang)
-        counts["switches"] += 1
-        log.debug("fastmtp: draft language %s -> %s", old, lang)
+    spec_info = batch.spec_info
+    index = getattr(spec_info, "topk_index", None) if spec_info is not None else None
+    if index is not None and index.shape[0] == len(reqs):
+        spaces = [getattr(r, SPACE_ATTR, bank.active) for r in reqs]
+        spec_info.topk_index = bank.remap_rows(index, spaces, lang)
+    _switch(worker, bank, lang)
+    for r in reqs:
+        setattr(r, SPACE_ATTR, lang)
+    return None
+
+
+def prefill_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
+    """Draft a prefill's first token in its own requests' language.
+
+    Without this, a new request's first draft comes from the previous batch's map and is
+    lost after a language change. Running requests are not in this batch: their rows
+    keep their recorded space, and the next ``draft`` carries them over.
+    """
+    bank: DraftVocabBank | None = getattr(worker, BANK_ATTR, None)
+    if bank is None or batch is None or not getattr(batch, "reqs", None):
+        return None
+    lang = _choose(worker, bank, batch.reqs)
+    _switch(worker, bank, lang)
+    for r in batch.reqs:
+        setattr(r, SPACE_ATTR, lang)
     return None
 
 
 def detect_before(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) -> None:
     """Fill ``custom_params["draft_lang"]`` from the prompt text when the client did not.
 
-    Runs in the tokenizer manager, the last place that still has the text. Requests
-    with only token ids, or an artifact without maps, are left alone.
+    Runs in the tokenizer manager, the last place that still has the text. A request that
+    arrives as token ids (``/v1/chat/completions`` renders the chat template to ids, and
+    clients may send ``input_ids``) is detected from its last ``DETECT_TAIL_IDS`` ids,
+    decoded with the server's tokenizer. Without a tokenizer (``--skip-tokenizer-init``)
+    or maps in the artifact, requests are left alone.
     """
     params = getattr(obj, "sampling_params", None)
-    if not isinstance(input_text, str) or not input_text or not isinstance(params, dict):
+    if not isinstance(params, dict):
         return None
     custom = params.get("custom_params")
     if isinstance(custom, dict) and PARAM in custom:
@@ -156,7 +198,14 @@ def detect_before(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs:
     detector = _detector(getattr(manager.server_args, "speculative_draft_model_path", None))
     if detector is None:
         return None
-    lang = detector(input_text)
+    text = input_text if isinstance(input_text, str) and input_text else None
+    ids = args[0] if args else kwargs.get("input_ids")
+    tokenizer = getattr(manager, "tokenizer", None)
+    if text is None and isinstance(ids, list) and ids and tokenizer is not None:
+        text = tokenizer.decode(ids[-DETECT_TAIL_IDS:], skip_special_tokens=True)
+    if not isinstance(text, str) or not text:
+        return None
+    lang = detector(text)
     if lang is not None:
         params["custom_params"] = {**(custom if isinstance(custom, dict) else {}), PARAM: lang}
     return None
@@ -185,4 +234,5 @@ def register() -> None:
     HookRegistry.register(TARGETS["init_token_map"], init_token_map_around, HookType.AROUND)
     HookRegistry.register(TARGETS["init_lm_head"], init_lm_head_after, HookType.AFTER)
     HookRegistry.register(TARGETS["draft"], draft_before, HookType.BEFORE)
+    HookRegistry.register(TARGETS["prefill"], prefill_before, HookType.BEFORE)
     HookRegistry.register(TARGETS["detect"], detect_before, HookType.BEFORE)

@@ -8,7 +8,11 @@ them (``make test`` installs the lane).
 
 from __future__ import annotations
 
+import json
 import random
+import shlex
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +37,15 @@ from .sglang_lane.oracle import (
     write_char_tokenizer,
     write_target,
 )
-from .sglang_lane.server import CHAIN_FLAGS, Server, sglang_import_problem, sglang_server
+from .sglang_lane.server import (
+    BENCH,
+    CHAIN_FLAGS,
+    CPU_FLAGS,
+    Server,
+    lane_env,
+    sglang_import_problem,
+    sglang_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -433,3 +445,69 @@ class TestExplicitTokenMapWins:
         log = server.log.read_text(errors="replace")
         assert "--speculative-token-map is set; using it as one static map" in log
         assert "per-language draft vocabulary active" not in log
+
+
+class TestServingBenchmark:
+    """bench/bench_serving.py end to end: four real servers, one mixed en/zh workload."""
+
+    def test_four_modes_on_the_oracle(self, lane: Lane, tmp_path: Path) -> None:
+        rng = random.Random(11)
+        prompts = tmp_path / "prompts.jsonl"
+        with prompts.open("w", encoding="utf-8") as fh:
+            for i in range(12):  # every request form: text, chat messages, token ids
+                lang, ids = ("en", EN[1:]) if i % 2 == 0 else ("zh", ZH)
+                prompt = rng.sample(ids, 5)
+                forms: list[dict[str, Any]] = [
+                    {"text": text_of(prompt)},
+                    {"messages": [{"role": "user", "content": text_of(prompt)}]},
+                    {"input_ids": prompt},
+                ]
+                body = forms[i % 3]
+                fh.write(json.dumps({"lang": lang, **body}, ensure_ascii=False) + "\n")
+        flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"]
+        i = flags.index("--log-level")
+        del flags[i : i + 2]  # sglang_patch announces itself at info
+        flags += ["--tokenizer-path", str(lane.root / "oracle-tokenizer")]
+        out = tmp_path / "serving.json"
+        r = subprocess.run(
+            [sys.executable, str(BENCH / "bench_serving.py"), "--model", str(lane.oracle),
+             "--draft", str(lane.oracle_draft), "--prompts", str(prompts),
+             "--max-new-tokens", "32", "--server-args", shlex.join(flags),
+             "--logs", str(tmp_path / "logs"), "--json", str(out)],
+            env=lane_env(), capture_output=True, text=True, timeout=1500, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.splitlines()[0].split()[:4] == ["mode", "conc", "tok/s", "x"]
+        runs = {
+            (row["mode"], row["concurrency"]): row for row in json.loads(out.read_text())["runs"]
+        }
+        assert set(runs) == {(m, c) for m in ("none", "full", "static", "plugin") for c in (1, 8)}
+
+        def tau(mode: str, conc: int, lang: str) -> float:
+            value: float = runs[mode, conc]["languages"][lang]["accept_length"]
+            return value
+
+        for (mode, conc), row in runs.items():
+            assert row["plugin_active"] == (mode == "plugin"), (mode, conc)
+            assert row["output_tokens"] > 12 * 16
+            if mode == "none":
+                continue
+            assert row["differs_from_none"] == 0, (mode, conc)  # lossless in every mode
+            assert row["speedup"] > 0
+            acc = row["all"]
+            hist = acc["histogram"]
+            # SGLang's histogram counts accepted drafts per verify (bonus excluded): each
+            # verify commits j + 1 tokens. Per request, the output is that sum, plus at
+            # most the prefill's token, less at most K cut at EOS or max_new_tokens.
+            assert sum(hist) == acc["verify_steps"]
+            committed = sum((j + 1) * c for j, c in enumerate(hist))
+            assert acc["output_tokens"] - 12 <= committed <= acc["output_tokens"] + 3 * 12
+        for lang in ("en", "zh"):
+            assert tau("full", 1, lang) >= 3.8
+            assert tau("plugin", 1, lang) >= 3.8, runs["plugin", 1]["languages"]
+            position = runs["plugin", 1]["languages"][lang]["position_acceptance"]
+            assert min(position) >= 0.9, position
+        assert tau("static", 1, "en") >= 3.8
+        assert tau("static", 1, "zh") <= 1.2  # the static en map loses every zh draft
+        # mixed batches of 8 draft in one language: the plugin still beats the static map
+        assert runs["plugin", 8]["all"]["accept_length"] > runs["static", 8]["all"]["accept_length"]

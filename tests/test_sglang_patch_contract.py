@@ -57,9 +57,10 @@ def test_hooked_seams_exist_and_load_plugins_applies_them() -> None:
     assert out["targets"]["init_token_map"] == ["self"]
     assert out["targets"]["init_lm_head"] == ["self"]
     assert out["targets"]["draft"][:2] == ["self", "batch"]
-    assert out["targets"]["detect"][:3] == ["self", "obj", "input_text"]
+    assert out["targets"]["prefill"][:2] == ["self", "batch"]
+    assert out["targets"]["detect"][:4] == ["self", "obj", "input_text", "input_ids"]
     assert out["entry_point"] == "sglang_patch.plugin:register"
-    assert len(out["patched"]) == len(out["targets"]) == 4, out  # entry point ran, hooks applied
+    assert len(out["patched"]) == len(out["targets"]) == 5, out  # entry point ran, hooks applied
 
 
 def test_unsupported_sglang_is_refused_with_one_line() -> None:

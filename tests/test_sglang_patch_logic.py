@@ -63,6 +63,16 @@ def test_remap_goes_through_full_ids(bank: DraftVocabBank) -> None:
     assert bank.to_hot(torch.tensor([9, 0, 5]), "zh").tolist() == [2, 3, 0]
 
 
+def test_remap_rows_carries_each_row_from_its_own_space(bank: DraftVocabBank) -> None:
+    # en map [1, 2, 3, 0], zh map [7, 8, 9, 0]; rows drafted in en, zh, en, zh
+    index = torch.tensor([[1], [0], [3], [2]])  # full ids: 2 (en), 7 (zh), 0 (en), 9 (zh)
+    got = bank.remap_rows(index, ["en", "zh", "en", "zh"], "zh")
+    assert got.tolist() == [[0], [0], [3], [2]]  # 2 absent in zh -> 0; 7 -> 0; 0 -> 3; 9 -> 2
+    got = bank.remap_rows(index, ["en", "zh", "en", "zh"], "en")
+    assert got.tolist() == [[1], [0], [3], [0]]  # 7, 9 absent in en -> 0; 0 -> slot 3
+    assert bank.remap_rows(index, ["zh"] * 4, "zh") is index  # nothing to carry
+
+
 @pytest.mark.parametrize(
     ("maps", "default", "message"),
     [
@@ -178,6 +188,28 @@ def test_draft_hook_switches_and_remaps_the_carried_index(head: torch.Tensor) ->
     hooks.draft_before(worker, batch)  # same language: no switch, index untouched
     assert batch.spec_info.topk_index.tolist() == [[0], [3], [0]]
     assert worker._fastmtp_counts == {"batches": {"en": 0, "zh": 2}, "switches": 1}
+
+
+def test_prefill_drafts_new_requests_in_their_language(head: torch.Tensor) -> None:
+    """A zh request joins a running en one: its first draft uses the zh map, and the
+    merged batch carries each row from the space it was drafted in."""
+    worker = _worker(head)
+    bank = getattr(worker, hooks.BANK_ATTR)
+    running, new = _Req("en"), _Req("zh")
+    hooks.draft_before(worker, SimpleNamespace(reqs=[running], spec_info=None))
+    assert getattr(running, hooks.SPACE_ATTR) == "en"
+    hooks.prefill_before(worker, SimpleNamespace(reqs=[new]))
+    assert bank.active == "zh"  # the prefill's draft-extend uses the zh head
+    assert getattr(new, hooks.SPACE_ATTR) == "zh"
+    assert worker._fastmtp_counts["switches"] == 1
+    # merged batch: running row is en slot 3 (full id 0), new row is zh slot 1 (full id 8)
+    merged = SimpleNamespace(
+        reqs=[running, new], spec_info=SimpleNamespace(topk_index=torch.tensor([[3], [1]]))
+    )
+    hooks.draft_before(worker, merged)  # tie en/zh: keep the current zh
+    assert bank.active == "zh"
+    assert merged.spec_info.topk_index.tolist() == [[3], [1]]  # full ids 0 and 8, zh slots
+    assert [getattr(r, hooks.SPACE_ATTR) for r in merged.reqs] == ["zh", "zh"]
 
 
 def test_draft_hook_logs_counters_periodically(

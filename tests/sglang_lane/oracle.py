@@ -155,6 +155,8 @@ def write_char_tokenizer(path: Path) -> Path:
                 "eos_token": "<|endoftext|>",
                 "unk_token": "<unk>",
                 "model_max_length": 1024,
+                # chat requests (the serving bench) send the bare content
+                "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}",
             }
         )
     )

@@ -2,28 +2,30 @@
 
 Every server runs with the test-only plugin on ``PYTHONPATH`` (entry-point discovery
 through its dist-info folder), the stub ``libcuda.so.1`` on ``LD_LIBRARY_PATH``, and
-``SGLANG_USE_CPU_ENGINE=1``. Servers start in their own session and are killed as a
-process group, so no scheduler or detokenizer outlives a test.
+``SGLANG_USE_CPU_ENGINE=1``. Starting, probing and stopping a server is
+bench/_server.py's, shared with the serving benchmark.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 LANE = Path(__file__).resolve().parent
+BENCH = LANE.parents[1] / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from _server import Server as _Server  # noqa: E402  (bench/ is not a package)
+from _server import launched  # noqa: E402
+
 STUB_SOURCE = LANE / "cudastub.c"
 #: built by the Makefile; rebuilt here when missing so plain `pytest` works too
 STUB_DIR = Path(sys.prefix) / "cudastub"
@@ -81,39 +83,17 @@ def sglang_import_problem() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Server(_Server):
+    """A lane server: also reads the lane plugin's status file."""
 
-
-@dataclass
-class Server:
-    url: str
-    log: Path
-    status: Path
-
-    def post(self, path: str, doc: dict[str, Any], timeout: float = 120) -> Any:
-        req = urllib.request.Request(
-            self.url + path, json.dumps(doc).encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read()
-        return json.loads(body) if body else None  # /abort_request answers with no body
-
-    def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, b""
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, b""  # not listening (yet)
+    def __init__(self, base: _Server, status: Path) -> None:
+        super().__init__(base.url, base.log)
+        self.status = status
 
     def generate(self, input_ids: list[int], max_new_tokens: int, **extra: Any) -> dict[str, Any]:
         params = {"max_new_tokens": max_new_tokens, "temperature": 0, **extra}
         doc: dict[str, Any] = self.post(
-            "/generate", {"input_ids": input_ids, "sampling_params": params}
+            "/generate", {"input_ids": input_ids, "sampling_params": params}, timeout=120
         )
         return doc
 
@@ -125,9 +105,6 @@ class Server:
                 d = json.loads(line)
                 out.setdefault(d["pid"], set()).add(d["event"])
         return out
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
 @contextmanager
@@ -143,48 +120,13 @@ def sglang_server(
     ``tokenizer=True`` loads the model's tokenizer (text requests); by default servers
     take token ids only, which saves start-up time.
     """
-    port = _free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log, status = workdir / f"server-{port}.log", workdir / f"status-{port}.jsonl"
     flags = [f for f in CPU_FLAGS if not (tokenizer and f == "--skip-tokenizer-init")]
-    argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model),
-            *flags, "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            argv,
-            env={**lane_env(status), **(env or {})},
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", log, status)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while server.get("/health", timeout=2)[0] != 200:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sglang exited with {proc.returncode}:\n{server.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"sglang not healthy after {START_TIMEOUT_S} s:\n{server.log_tail()}"
-                )
-            time.sleep(1)
-        yield server
-    finally:
-        _kill_group(proc)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            # children (scheduler, detokenizer) share the group: make sure they are gone
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(0.5)
+    workdir.mkdir(parents=True, exist_ok=True)
+    status = Path(tempfile.mkstemp(prefix="status-", suffix=".jsonl", dir=workdir)[1])
+    with launched(
+        ["--model-path", str(model), *flags, *extra],
+        {**lane_env(status), **(env or {})},
+        status.with_name(status.name.replace("status-", "server-").replace(".jsonl", ".log")),
+        start_timeout=START_TIMEOUT_S,
+    ) as base:
+        yield Server(base, status)
