@@ -50,3 +50,7 @@ class CorpusError(FastMTPError):
 
 class TokenizerError(FastMTPError):
     """The ``--tokenizer`` path is not a usable Hugging Face fast tokenizer."""
+
+
+class EvalError(FastMTPError):
+    """``eval`` cannot run: mismatched base and artifact, bad prompts, unknown language."""

@@ -79,10 +79,37 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+@dataclass
+class KVCache:
+    """Keys and values of the positions already run, for incremental decoding.
+
+    ``k`` and ``v`` are [nkv, T, hd] after RoPE. :meth:`crop` drops speculative
+    positions (draft steps) before the next draft-extend rewrites them.
+    """
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else int(self.k.shape[1])
+
+    def crop(self, length: int) -> None:
+        if self.k is not None and self.v is not None:
+            self.k, self.v = self.k[:, :length], self.v[:, :length]
+
+
 def attention(
-    x: torch.Tensor, w: Mapping[str, torch.Tensor], dims: MTPDims, positions: torch.Tensor
+    x: torch.Tensor,
+    w: Mapping[str, torch.Tensor],
+    dims: MTPDims,
+    positions: torch.Tensor,
+    cache: KVCache | None = None,
 ) -> torch.Tensor:
-    """Causal GQA self-attention over one sequence; x [T, H] -> [T, H]."""
+    """Causal GQA self-attention over one sequence; x [T, H] -> [T, H].
+
+    With ``cache``, the T new positions follow the cached ones and attend to them too;
+    their keys and values are appended.
+    """
     t = x.shape[0]
     p = "self_attn."
     q = F.linear(x, w[p + "q_proj.weight"], w[p + "q_proj.bias"])  # [T, nh*hd]
@@ -94,11 +121,18 @@ def attention(
     cos, sin = rope_cos_sin(positions, dims.head_dim, dims.rope_theta, x.dtype)
     q = q * cos + _rotate_half(q) * sin
     k = k * cos + _rotate_half(k) * sin
+    past = 0
+    if cache is not None:
+        past = len(cache)
+        if cache.k is not None and cache.v is not None:
+            k = torch.cat((cache.k, k), dim=1)  # [nkv, past+T, hd]
+            v = torch.cat((cache.v, v), dim=1)
+        cache.k, cache.v = k, v
     groups = dims.num_heads // dims.num_kv_heads
-    k = k.repeat_interleave(groups, dim=0)  # [nh, T, hd]
-    v = v.repeat_interleave(groups, dim=0)  # [nh, T, hd]
-    scores = (q @ k.transpose(1, 2)) / math.sqrt(dims.head_dim)  # [nh, T, T]
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    k = k.repeat_interleave(groups, dim=0)  # [nh, past+T, hd]
+    v = v.repeat_interleave(groups, dim=0)  # [nh, past+T, hd]
+    scores = (q @ k.transpose(1, 2)) / math.sqrt(dims.head_dim)  # [nh, T, past+T]
+    causal = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)
     scores = scores.masked_fill(~causal, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     out = (probs @ v).transpose(0, 1).reshape(t, dims.num_heads * dims.head_dim)  # [T, nh*hd]
@@ -138,17 +172,39 @@ class MiMoMTPReference:
 
     @torch.no_grad()
     def forward(
-        self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One MTP step, teacher-forced over T positions.
 
         Args:
             hidden: [T, H] previous hidden (target final-normed, or the last step's out).
             next_ids: [T] int64, token t+1 for each position t.
-            positions: [T] int64 positions t.
+            positions: [T] int64 positions t (after the cached ones, with ``cache``).
+            cache: the draft's KV cache, extended in place; ``None`` runs stand-alone.
 
         Returns:
             (logits [T, V] float32, out [T, H]) where out is the final-normed hidden.
+        """
+        out = self.trunk(hidden, next_ids, positions, cache)
+        return F.linear(out, self.lm_head).float(), out
+
+    __call__ = forward
+
+    @torch.no_grad()
+    def trunk(
+        self,
+        hidden: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` without the head: the final-normed output [T, H].
+
+        A decoder scores only the rows it needs (the last position, the hot vocabulary).
         """
         w, eps = self.w, self.dims.rms_norm_eps
         e = self.embed[next_ids]  # [T, H]
@@ -161,12 +217,11 @@ class MiMoMTPReference:
             dim=-1,
         )  # [T, 2H], order [hidden, embed]
         x = F.linear(x, w["input_proj.weight"])  # [T, H]
-        x = x + attention(rms_norm(x, w["input_layernorm.weight"], eps), w, self.dims, positions)
+        x = x + attention(
+            rms_norm(x, w["input_layernorm.weight"], eps), w, self.dims, positions, cache
+        )
         x = x + mlp(rms_norm(x, w["post_attention_layernorm.weight"], eps), w)
-        out = rms_norm(x, w["final_layernorm.weight"], eps)  # [T, H]
-        return F.linear(out, self.lm_head).float(), out
-
-    __call__ = forward
+        return rms_norm(x, w["final_layernorm.weight"], eps)  # [T, H]
 
 
 def load_artifact_weights(artifact: Path) -> dict[str, torch.Tensor]:

@@ -33,7 +33,9 @@ def _source_head(
     return cfg, w, w.pop("model.embed_tokens.weight"), w.pop("lm_head.weight")
 
 
-def _inputs(cfg: dict, t: int = 9, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def _inputs(
+    cfg: dict, t: int = 9, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(t, cfg["hidden_size"], generator=g)  # [T, H]
     next_ids = torch.randint(0, cfg["vocab_size"], (t,), generator=g)  # [T]

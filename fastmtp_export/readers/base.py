@@ -82,6 +82,13 @@ class MTPReader(ABC):
     def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
         """Whether serving the *base* model from this config needs ``--trust-remote-code``."""
 
+    @abstractmethod
+    def target_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The base config as a stock transformers ``*ForCausalLM`` (the trunk, no MTP).
+
+        ``fastmtp-export eval`` loads the target through it, without remote code.
+        """
+
     def plan(self, ckpt: SourceCheckpoint, layer: int | None) -> HeadPlan:
         """Select and check the MTP tensors of one layer.
 

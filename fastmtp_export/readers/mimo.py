@@ -67,3 +67,9 @@ class MiMoReader(MTPReader):
 
     def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
         return config.get("model_type") == "mimo"
+
+    def target_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        # the trunk is Qwen2; from_pretrained skips the model.mtp_layers.* tensors
+        cfg, _ = self.draft_config(config, None)
+        cfg["architectures"] = ["Qwen2ForCausalLM"]
+        return cfg
