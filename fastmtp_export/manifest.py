@@ -15,7 +15,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from ._schema import StrictModel
+from .atomic import atomic_write
 from .errors import ArtifactError
+from .eval_schema import EvaluationInfo
 
 MANIFEST_NAME = "fastmtp.json"
 FORMAT_NAME: Literal["fastmtp-draft"] = "fastmtp-draft"
@@ -101,6 +103,9 @@ class Manifest(StrictModel):
         default=None, description="Per-language hot-token maps shipped at the root, if any."
     )
     tool: ToolInfo
+    evaluation: EvaluationInfo | None = Field(
+        default=None, description="Acceptance measured by fastmtp-export eval --write-manifest."
+    )
 
 
 def load(artifact: Path) -> Manifest:
@@ -135,3 +140,13 @@ def load(artifact: Path) -> Manifest:
         raise ArtifactError(
             f"{path} is invalid at {where or 'top level'}: {first['msg']}; re-export the artifact"
         ) from exc
+
+
+def write_evaluation(artifact: Path, evaluation: EvaluationInfo) -> Manifest:
+    """Store ``evaluation`` in ``artifact/fastmtp.json`` (atomically; other fields kept).
+
+    The manifest lists no hash of itself, so the artifact stays valid.
+    """
+    manifest = load(artifact).model_copy(update={"evaluation": evaluation})
+    atomic_write(artifact / MANIFEST_NAME, manifest.canonical_json().encode())
+    return manifest

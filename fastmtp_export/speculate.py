@@ -100,6 +100,14 @@ class Generation:
     seconds: float = 0.0
 
 
+def _crop(cache: Any, keep: int) -> None:
+    """Keep the first ``keep`` positions of a transformers cache (negative crop: the
+    spelling every transformers version since 4.45 accepts)."""
+    extra = cache.get_seq_length() - keep
+    if extra > 0:
+        cache.crop(-extra)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -182,7 +190,7 @@ def speculate(
         finish = _commit(gen.output, new, eos, max_new)
         if finish is not None:
             break
-        tcache.crop(pos + j + 1)  # keep the last token and the accepted drafts
+        _crop(tcache, pos + j + 1)  # keep the last token and the accepted drafts
 
         t0 = clock()
         outs = draft.run(hidden[: j + 1], new, pos, dcache)  # [j+1, H]

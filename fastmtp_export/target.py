@@ -92,11 +92,13 @@ def load_target_model(info: BaseInfo, family: str, device: torch.device, dtype: 
     config = AutoConfig.for_model(model_type, **cfg)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the skipped MTP tensors are expected
+    transformers.logging.disable_progress_bar()  # ours runs over the prompts
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(info.path, config=config, dtype=dtype)
     except OSError as exc:
         raise EvalError(f"cannot load the base weights from {info.path} ({exc})") from exc
     finally:
         transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
     model.to(device)
     return model.eval()

@@ -12,6 +12,8 @@ import typer
 
 from .._version import __version__
 from .demo import demo
+from .eval import EXAMPLES as EVAL_EXAMPLES
+from .eval import eval_
 from .export import EXAMPLES as EXPORT_EXAMPLES
 from .export import export
 from .inspect import inspect
@@ -51,6 +53,7 @@ def _root(
 
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
+app.command(name="eval", epilog=EVAL_EXAMPLES)(eval_)
 app.command()(demo)
 app.add_typer(token_map_app, name="token-map")
 
