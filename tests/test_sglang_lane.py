@@ -59,6 +59,8 @@ class Lane:
     oracle_draft: Path
     random: Path
     random_draft: Path
+    noisy: Path
+    noisy_draft: Path
     perm: list[int]
 
 
@@ -88,7 +90,13 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     oracle_draft = _export(oracle, root / "oracle-draft", *maps, "--default-lang", "en")
     rnd = write_target(root / "random", oracle=False, seed=1)
     random_draft = _export(rnd, root / "random-draft")
-    return Lane(root, oracle, oracle_draft, rnd, random_draft, chain_permutation(0))
+    # the oracle with full-strength residual blocks: its copy draft is right about half
+    # the time, so acceptance is partial (the eval cross-check's discriminating case)
+    noisy = write_target(root / "noisy", oracle=True, residual=2.0)
+    noisy_draft = _export(noisy, root / "noisy-draft")
+    return Lane(
+        root, oracle, oracle_draft, rnd, random_draft, noisy, noisy_draft, chain_permutation(0)
+    )
 
 
 def _oracle_cases(perm: list[int]) -> list[Case]:
@@ -215,6 +223,32 @@ def _full_length(plain: dict[Case, dict[str, Any]], n: int) -> list[Case]:
     return [c for c, d in plain.items() if c[1] == n and len(d["output_ids"]) == n]
 
 
+def _eval_tau(lane: Lane, model: Path, draft: Path, cases: list[Case], vocab: str) -> Any:
+    """``fastmtp-export eval --json`` on ``cases`` (ids, one max_new_tokens)."""
+    (n,) = {c[1] for c in cases}
+    prompts = lane.root / f"eval-{draft.name}-{vocab}.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"input_ids": list(p), "lang": "en" if p[0] in EN else "zh"}) + "\n"
+            for p, _ in cases
+        )
+    )
+    r = CliRunner().invoke(
+        app,
+        ["eval", str(draft), "--base", str(model), "--tokenizer",
+         str(lane.root / "oracle-tokenizer"), "--prompts", str(prompts), "--vocab", vocab,
+         "--max-new-tokens", str(n), "--json", "-q"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["modes"][vocab]
+
+
+def _sglang_tau(docs: list[dict[str, Any]]) -> float:
+    """SGLang's spec_accept_length over several requests: sum(completion) / sum(verify)."""
+    tokens = sum(d["meta_info"]["completion_tokens"] for d in docs)
+    return tokens / sum(d["meta_info"]["spec_verify_ct"] for d in docs)
+
+
 class TestOracleSpeculation:
     @pytest.fixture
     def server(self, oracle_spec: Server) -> Server:
@@ -233,6 +267,22 @@ class TestOracleSpeculation:
         lengths = [server.generate(list(p), n)["meta_info"]["spec_accept_length"] for p, n in long]
         assert sum(lengths) / len(lengths) >= 3.5, lengths
         assert min(lengths) >= 3.0, lengths
+
+    def test_eval_predicts_sglang_acceptance(
+        self, lane: Lane, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        """The reference decoder and SGLang mean the same tau (issue 6's cross-check)."""
+        cases = [c for c in oracle_plain if c[1] == 32]  # 1- and 4-token prompts, both langs
+        docs = _run(server, cases)
+        ours = _eval_tau(lane, lane.oracle, lane.oracle_draft, cases, "full")
+        for lang, ids in (("en", EN), ("zh", ZH)):
+            mine = [docs[c] for c in cases if c[0][0] in ids]
+            assert ours["languages"][lang]["accept_length"] == pytest.approx(
+                _sglang_tau(mine), rel=1e-9
+            ), lang
+            assert ours["languages"][lang]["verify_steps"] == sum(
+                d["meta_info"]["spec_verify_ct"] for d in mine
+            )
 
     def test_concurrent_batch_keeps_parity(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
@@ -304,6 +354,18 @@ class TestStockTokenMap:
         assert min(en_acc) >= 3.5, en_acc
         assert max(zh_acc) <= 1.2, zh_acc  # every zh draft is outside the en map
 
+    def test_eval_static_map_matches_sglang(
+        self, lane: Lane, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        cases = [c for c in oracle_plain if c[1] == 32]
+        docs = _run(server, cases)
+        ours = _eval_tau(lane, lane.oracle, lane.oracle_draft, cases, "en")
+        for lang, ids in (("en", EN), ("zh", ZH)):
+            mine = [docs[c] for c in cases if c[0][0] in ids]
+            assert ours["languages"][lang]["verify_steps"] == sum(
+                d["meta_info"]["spec_verify_ct"] for d in mine
+            ), lang
+
 
 class TestRandomDraft:
     """A random target and draft: almost every draft is rejected, output must not change."""
@@ -326,6 +388,27 @@ class TestRandomDraft:
         self, server: Server, random_plain: dict[Case, dict[str, Any]]
     ) -> None:
         _assert_parity(_concurrently(server, list(random_plain)), random_plain)
+
+
+@pytest.fixture(scope="class")
+def noisy_spec(lane: Lane) -> Iterator[Server]:
+    yield from _spec(lane, lane.noisy, lane.noisy_draft)
+
+
+class TestEvalCrossCheckPartialAcceptance:
+    """Partial acceptance (tau about 2.3): the evaluator and SGLang agree within 2%."""
+
+    def test_tau_agrees(self, lane: Lane, noisy_spec: Server) -> None:
+        rng = random.Random(9)
+        cases: list[Case] = [
+            (tuple(rng.randrange(1, 255) for _ in range(rng.randrange(2, 16))), 24)
+            for _ in range(16)
+        ]
+        docs = _run(noisy_spec, cases)
+        sglang = _sglang_tau(list(docs.values()))
+        ours = _eval_tau(lane, lane.noisy, lane.noisy_draft, cases, "full")["all"]
+        assert 1.5 < sglang < 3.5, sglang  # partial: accept-all or reject-all would not test it
+        assert ours["accept_length"] == pytest.approx(sglang, rel=0.02), (ours, sglang)
 
 
 @pytest.fixture(scope="class")

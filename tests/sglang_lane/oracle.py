@@ -82,7 +82,9 @@ def config() -> dict[str, object]:
     return cfg
 
 
-def _weights(cfg: dict[str, object], *, oracle: bool, seed: int) -> dict[str, torch.Tensor]:
+def _weights(
+    cfg: dict[str, object], *, oracle: bool, seed: int, residual: float
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     shapes = mimo_tensor_shapes(cfg)
     h = int(cfg["hidden_size"])  # type: ignore[call-overload]
@@ -107,7 +109,7 @@ def _weights(cfg: dict[str, object], *, oracle: bool, seed: int) -> dict[str, to
         if name.startswith("model.layers.") and name.endswith(
             ("o_proj.weight", "down_proj.weight")
         ):
-            out[name] = out[name] * RESIDUAL_SCALE
+            out[name] = out[name] * residual
     p = "model.mtp_layers.0."
     proj = torch.zeros(h, 2 * h)  # [H, 2H]: input order is [hidden, token]
     proj[:, h:] = torch.eye(h)
@@ -117,11 +119,18 @@ def _weights(cfg: dict[str, object], *, oracle: bool, seed: int) -> dict[str, to
     return out
 
 
-def write_target(path: Path, *, oracle: bool, seed: int = 0) -> Path:
-    """A target checkpoint (trunk + MTP layer) in ``path``; returns ``path``."""
+def write_target(
+    path: Path, *, oracle: bool, seed: int = 0, residual: float = RESIDUAL_SCALE
+) -> Path:
+    """A target checkpoint (trunk + MTP layer) in ``path``; returns ``path``.
+
+    ``residual`` scales the oracle's residual blocks: larger values make the target
+    stray from the chain (context matters more), so the copy draft is only partly right.
+    """
     path.mkdir(parents=True, exist_ok=True)
     cfg = config()
-    tensors = {k: v.contiguous() for k, v in _weights(cfg, oracle=oracle, seed=seed).items()}
+    weights = _weights(cfg, oracle=oracle, seed=seed, residual=residual)
+    tensors = {k: v.contiguous() for k, v in weights.items()}
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": EOS}))
