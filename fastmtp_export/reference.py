@@ -79,23 +79,40 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-@dataclass
 class KVCache:
     """Keys and values of the positions already run, for incremental decoding.
 
-    ``k`` and ``v`` are [nkv, T, hd] after RoPE. :meth:`crop` drops speculative
-    positions (draft steps) before the next draft-extend rewrites them.
+    Preallocated buffers [nkv, capacity, hd] (after RoPE), doubled when full, so an
+    append costs its own positions, not a copy of the prefix. :meth:`crop` drops
+    speculative positions (draft steps) before the next draft-extend rewrites them.
     """
 
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None  # [nkv, capacity, hd]
+        self.v: torch.Tensor | None = None
+        self.length = 0
 
     def __len__(self) -> int:
-        return 0 if self.k is None else int(self.k.shape[1])
+        return self.length
 
     def crop(self, length: int) -> None:
-        if self.k is not None and self.v is not None:
-            self.k, self.v = self.k[:, :length], self.v[:, :length]
+        self.length = min(self.length, length)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add k, v [nkv, T, hd]; return every cached position's [nkv, length, hd] views."""
+        end = self.length + k.shape[1]
+        if self.k is None or self.v is None or end > self.k.shape[1]:
+            cap = max(64, 2 * end)
+            grown_k = k.new_empty(k.shape[0], cap, k.shape[2])  # [nkv, cap, hd]
+            grown_v = v.new_empty(v.shape[0], cap, v.shape[2])
+            if self.k is not None and self.v is not None:
+                grown_k[:, : self.length] = self.k[:, : self.length]
+                grown_v[:, : self.length] = self.v[:, : self.length]
+            self.k, self.v = grown_k, grown_v
+        self.k[:, self.length : end] = k
+        self.v[:, self.length : end] = v
+        self.length = end
+        return self.k[:, :end], self.v[:, :end]
 
 
 def attention(
@@ -124,19 +141,18 @@ def attention(
     past = 0
     if cache is not None:
         past = len(cache)
-        if cache.k is not None and cache.v is not None:
-            k = torch.cat((cache.k, k), dim=1)  # [nkv, past+T, hd]
-            v = torch.cat((cache.v, v), dim=1)
-        cache.k, cache.v = k, v
+        k, v = cache.append(k, v)  # [nkv, past+T, hd]
     groups = dims.num_heads // dims.num_kv_heads
-    k = k.repeat_interleave(groups, dim=0)  # [nh, past+T, hd]
-    v = v.repeat_interleave(groups, dim=0)  # [nh, past+T, hd]
-    scores = (q @ k.transpose(1, 2)) / math.sqrt(dims.head_dim)  # [nh, T, past+T]
-    causal = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)
-    scores = scores.masked_fill(~causal, float("-inf"))
+    # query heads grouped by their KV head: no copy of K/V per group
+    q = q.view(dims.num_kv_heads, groups, t, dims.head_dim)  # [nkv, g, T, hd]
+    scores = (q @ k.transpose(1, 2)[:, None]) / math.sqrt(dims.head_dim)  # [nkv, g, T, past+T]
+    if t > 1:
+        causal = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        scores = scores.masked_fill(~causal, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    out = (probs @ v).transpose(0, 1).reshape(t, dims.num_heads * dims.head_dim)  # [T, nh*hd]
-    return F.linear(out, w[p + "o_proj.weight"])
+    out = probs @ v[:, None]  # [nkv, g, T, hd]
+    out = out.reshape(dims.num_heads, t, dims.head_dim).transpose(0, 1)  # [T, nh, hd]
+    return F.linear(out.reshape(t, dims.num_heads * dims.head_dim), w[p + "o_proj.weight"])
 
 
 def mlp(x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -96,8 +96,9 @@ class Generation:
     verifies: int = 0
     accepted: list[int] = field(default_factory=list)  # drafts accepted per verify, 0..K
     drafted: int = 0  # draft tokens proposed
-    draft_seconds: float = 0.0
-    seconds: float = 0.0
+    draft_seconds: float = 0.0  # draft work after the prefill
+    prefill_seconds: float = 0.0  # the prompt: target prefill (+ the draft's extend over it)
+    seconds: float = 0.0  # everything
 
 
 def _crop(cache: Any, keep: int) -> None:
@@ -132,12 +133,14 @@ def greedy(target: Target, prompt: Sequence[int], max_new: int, eos: Collection[
     out: list[int] = []
     pos = len(prompt)
     finish = _commit(out, [int(pred[-1])], eos, max_new)
+    _sync(target.device)
+    prefill = time.perf_counter() - start
     while finish is None:
         _, pred = target.run([out[-1]], pos, cache)
         pos += 1
         finish = _commit(out, [int(pred[-1])], eos, max_new)
     _sync(target.device)
-    return Generation(out, finish, seconds=time.perf_counter() - start)
+    return Generation(out, finish, prefill_seconds=prefill, seconds=time.perf_counter() - start)
 
 
 def speculate(
@@ -163,10 +166,9 @@ def speculate(
     finish = _commit(gen.output, [int(pred[-1])], eos, max_new)
     pos = n  # position of the newest committed token, the one the target has not run
     if finish is None:
-        t0 = clock()
         outs = draft.run(hidden, [*prompt[1:], gen.output[-1]], 0, dcache)  # [n, H]
-        _sync(device)
-        gen.draft_seconds += clock() - t0
+    _sync(device)
+    gen.prefill_seconds = clock() - begin
     while finish is None:
         t0 = clock()
         last_out = outs[-1:]  # [1, H]
