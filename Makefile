@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_token_maps.py
 	$(BIN)/python bench/bench_lang.py
 	$(BIN)/python bench/bench_bank_switch.py
+	$(BIN)/python bench/bench_eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
