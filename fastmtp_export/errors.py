@@ -54,3 +54,7 @@ class TokenizerError(FastMTPError):
 
 class EvalError(FastMTPError):
     """``eval`` cannot run: mismatched base and artifact, bad prompts, unknown language."""
+
+
+class HubError(FastMTPError):
+    """The Hub refused or could not be reached; nothing was published."""

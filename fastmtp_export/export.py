@@ -15,6 +15,7 @@ from .checkpoint import SourceCheckpoint
 from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
 from .eos import model_eos_ids
 from .map_bundle import collect_maps
+from .model_card import CardOptions, write_card
 from .readers import resolve_reader
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def export_draft(
                 maps.default_lang,
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
+        write_card(tmp, manifest, CardOptions())
     return ExportResult(
         Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start
     )

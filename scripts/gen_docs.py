@@ -36,7 +36,7 @@ def cli_md() -> str:
         "Errors print one line, `error: <cause>; <fix>`, on stderr and exit with code 1 "
         "(usage errors: 2). Set `FASTMTP_DEBUG=1` to also see the traceback.\n",
     ]
-    for args in ([], ["export"], ["inspect"], ["token-map", "build"], ["eval"], ["demo"]):
+    for args in ([], ["export"], ["inspect"], ["token-map", "build"], ["eval"], ["push"], ["demo"]):
         title = " ".join(["fastmtp-export", *args])
         text = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "100"}).stdout
         parts.append(f"## `{title}`\n\n```text\n{text.rstrip()}\n```\n")

@@ -66,6 +66,7 @@ def test_manifest_matches_golden(tiny_source: Path, tmp_path: Path) -> None:
     expected = expected.replace("<version>", version("fastmtp-export"))
     assert (out / "fastmtp.json").read_text() == expected
     assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
         "config.json",
         "fastmtp.json",
         "model.safetensors",

@@ -17,6 +17,8 @@ from .eval import eval_
 from .export import EXAMPLES as EXPORT_EXAMPLES
 from .export import export
 from .inspect import inspect
+from .push import EXAMPLES as PUSH_EXAMPLES
+from .push import push
 from .token_map import app as token_map_app
 
 app = typer.Typer(
@@ -54,6 +56,7 @@ def _root(
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
 app.command(name="eval", epilog=EVAL_EXAMPLES)(eval_)
+app.command(epilog=PUSH_EXAMPLES)(push)
 app.command()(demo)
 app.add_typer(token_map_app, name="token-map")
 

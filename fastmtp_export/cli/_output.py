@@ -9,6 +9,10 @@ from typing import Any
 
 import typer
 
+from .._units import human_bytes
+
+__all__ = ["emit_json", "human_bytes", "setup_logging"]
+
 
 def emit_json(doc: Any) -> None:
     """Pretty, key-sorted JSON on stdout."""
@@ -24,13 +28,3 @@ def setup_logging(quiet: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
-
-
-def human_bytes(n: int) -> str:
-    """1234567 -> '1.2 MB' (decimal units, like the Hub shows sizes)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")

@@ -1,0 +1,208 @@
+"""Publish an artifact to the Hugging Face Hub in one commit (``fastmtp-export push``).
+
+huggingface_hub does the talking (``create_repo``, ``create_branch``, ``create_commit``)
+with its own retry policy; this module validates first, refreshes the model card, and
+turns every Hub failure into one actionable line. A Hub commit is atomic: a failure
+leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import manifest as mf
+from .errors import HubError
+from .model_card import CARD_NAME, CardOptions, render_card
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    path_in_repo: str
+    local: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push uploads: every artifact file, the manifest and the refreshed card."""
+
+    artifact: Path
+    repo_id: str
+    files: list[UploadFile]
+    card: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id,
+            "files": [
+                {"path": f.path_in_repo, "size": f.size, "sha256": f.sha256} for f in self.files
+            ],
+            "total_bytes": sum(f.size for f in self.files),
+        }
+
+
+@dataclass(frozen=True)
+class PushResult:
+    commit_url: str
+    commit_oid: str
+    pr_url: str | None
+    repo_url: str
+    plan: PushPlan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit_url": self.commit_url,
+            "commit_oid": self.commit_oid,
+            "pr_url": self.pr_url,
+            "repo_url": self.repo_url,
+            **self.plan.to_json(),
+        }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
+        raise HubError(f"--repo-id {repo_id!r} is not ORG/NAME (for example acme/mimo-fastmtp)")
+
+
+def plan_push(artifact: Path, repo_id: str, card: CardOptions) -> PushPlan:
+    """Validate the artifact as ``inspect`` does and list what would be uploaded.
+
+    The card is rendered (not written): a dry run changes nothing.
+
+    Raises:
+        ArtifactError: the artifact is invalid.
+        HubError: the repo id is malformed.
+    """
+    from .artifact import inspect_artifact
+
+    check_repo_id(repo_id)
+    report = inspect_artifact(artifact)
+    report.raise_for_problems()
+    manifest = report.manifest
+    files = [
+        UploadFile(name, artifact / name, entry.size, entry.sha256)
+        for name, entry in sorted(manifest.files.items())
+    ]
+    manifest_path = artifact / mf.MANIFEST_NAME
+    files.append(
+        UploadFile(
+            mf.MANIFEST_NAME, manifest_path, manifest_path.stat().st_size, _sha256(manifest_path)
+        )
+    )
+    text = render_card(manifest, card)
+    data = text.encode()
+    files.append(
+        UploadFile(CARD_NAME, artifact / CARD_NAME, len(data), hashlib.sha256(data).hexdigest())
+    )
+    return PushPlan(artifact, repo_id, files, text)
+
+
+def push(
+    plan: PushPlan,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Create the repo if needed and upload ``plan`` as one commit.
+
+    The refreshed card is written into the artifact first (atomically), so the local
+    directory and the repository match.
+
+    Raises:
+        HubError: authentication, permission, network or server failure (one line).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from .atomic import atomic_write
+
+    atomic_write(plan.artifact / CARD_NAME, plan.card.encode())
+    api = HfApi(token=token)
+    endpoint = api.endpoint
+    message = commit_message or f"Upload FastMTP draft ({len(plan.files)} files, fastmtp-export)"
+    with _hub_errors(plan.repo_id, endpoint):
+        repo_url = api.create_repo(plan.repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main") and not create_pr:
+            api.create_branch(plan.repo_id, branch=str(revision), exist_ok=True)
+        info = api.create_commit(
+            plan.repo_id,
+            operations=[CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files],
+            commit_message=message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+    return PushResult(info.commit_url, info.oid, info.pr_url, str(repo_url), plan)
+
+
+@contextmanager
+def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
+    """Translate huggingface_hub and transport exceptions into :class:`HubError`."""
+    try:
+        yield
+    except Exception as exc:
+        message = describe_failure(exc, repo_id, endpoint)
+        if message is None:
+            raise
+        raise HubError(message) from exc
+
+
+def describe_failure(exc: BaseException, repo_id: str, endpoint: str) -> str | None:
+    """One line for a Hub failure, or ``None`` when ``exc`` is not one."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    nothing = "nothing was published"
+    if isinstance(exc, OfflineModeIsEnabled):
+        return f"HF_HUB_OFFLINE is set, so the Hub cannot be reached; unset it to push ({nothing})"
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        detail = (exc.server_message or "").strip().splitlines()
+        why = f": {detail[0][:160]}" if detail else ""
+        if status == 401:
+            return (
+                f"the Hub rejected the token (401{why}); pass --token, set HF_TOKEN or run "
+                f"`hf auth login` with a write token ({nothing})"
+            )
+        if status == 403:
+            return (
+                f"no write access to {repo_id} (403{why}): the namespace belongs to someone "
+                f"else or the token lacks write permission; use your own ORG or a write "
+                f"token ({nothing})"
+            )
+        if status == 404:
+            return (
+                f"{repo_id} or the revision was not found (404{why}); check --repo-id ({nothing})"
+            )
+        if status is not None and status >= 500:
+            return (
+                f"the Hub failed with a server error ({status}{why}); the commit is atomic, so "
+                f"{nothing}; retry later"
+            )
+        return f"the Hub refused the upload ({status}{why}) ({nothing})"
+    if isinstance(exc, httpx.TransportError):
+        return (
+            f"cannot reach the Hub at {endpoint} ({type(exc).__name__}: {exc}); check the "
+            f"network or HF_ENDPOINT ({nothing})"
+        )
+    if isinstance(exc, ValueError) and str(exc).startswith("Invalid metadata in README.md"):
+        return f"the Hub rejected the model card's metadata ({exc}) ({nothing})"
+    if type(exc).__module__.startswith("huggingface_hub"):
+        return f"the Hub client failed ({type(exc).__name__}: {exc}) ({nothing})"
+    return None

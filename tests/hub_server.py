@@ -1,0 +1,194 @@
+"""A small local Hugging Face Hub, over real HTTP on 127.0.0.1, for push tests.
+
+It implements the endpoints huggingface_hub's ``create_repo``, ``create_branch`` and
+``create_commit`` call (repo creation and info, YAML validation, preupload, branch,
+commit), keeps repositories in memory and records every request. Every file is
+declared ``regular`` at preupload, so content arrives base64-encoded inside the
+commit and LFS/Xet transfers are out of scope (docs/testing.md says so).
+
+Users: token ``hf_alice`` is alice (writes ``alice/*``); any other token is rejected
+with 401. ``bob/*`` repositories exist but belong to someone else (403 on writes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+GOOD_TOKEN = "hf_alice"
+USER = "alice"
+
+
+@dataclass
+class Commit:
+    oid: str
+    revision: str
+    summary: str
+    files: dict[str, bytes]
+    pr: int | None
+
+
+@dataclass
+class Repo:
+    owner: str
+    private: bool
+    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    commits: list[Commit] = field(default_factory=list)
+    prs: dict[int, dict[str, bytes]] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    authorization: str | None
+
+
+class FakeHub:
+    """The server's state and behaviour switches (``fail_commit_with``)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {"bob/taken": Repo(owner="bob", private=False)}
+        self.requests: list[Request] = []
+        self.fail_commit_with: int | None = None
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                hub._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                hub._serve(self, "POST")
+
+        return Handler
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(h.path)
+        path = unquote(parts.path)
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        auth = h.headers.get("Authorization")
+        with self.lock:
+            self.requests.append(Request(method, path, parse_qs(parts.query), auth))
+            status, doc = self._route(method, path, parse_qs(parts.query), body, auth)
+        data = json.dumps(doc).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        if status >= 400:
+            h.send_header("X-Error-Message", str(doc.get("error", "")))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _user(self, auth: str | None) -> str | None:
+        return USER if auth == f"Bearer {GOOD_TOKEN}" else None
+
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, auth: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        user = self._user(auth)
+        if user is None:
+            return 401, {"error": "Invalid credentials in Authorization header"}
+        if method == "POST" and path == "/api/repos/create":
+            return self._create(json.loads(body), user)
+        if method == "POST" and path == "/api/validate-yaml":
+            return 200, {"errors": [], "warnings": []}
+        if not path.startswith("/api/models/"):
+            return 404, {"error": f"no route {method} {path}"}
+        rest = path.removeprefix("/api/models/").split("/")
+        repo_id, action, arg = "/".join(rest[:2]), rest[2:3], "/".join(rest[3:])
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return 404, {"error": f"Repository {repo_id} not found"}
+        if method == "GET":  # repo_info (optionally at a revision)
+            return 200, {"id": repo_id, "sha": self._head(repo), "private": repo.private}
+        if repo.owner != user:
+            return 403, {"error": f"You don't have write access to {repo_id}"}
+        if action == ["preupload"]:
+            files = json.loads(body)["files"]
+            return 200, {
+                "files": [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for f in files
+                ]
+            }
+        if action == ["branch"]:
+            if arg in repo.branches:
+                return 409, {"error": f"Branch {arg} already exists"}
+            repo.branches[arg] = dict(repo.branches["main"])
+            return 200, {}
+        if action == ["commit"]:
+            return self._commit(repo_id, repo, arg, body, "create_pr" in query)
+        return 404, {"error": f"no route {method} {path}"}
+
+    def _create(self, doc: dict[str, Any], user: str) -> tuple[int, dict[str, Any]]:
+        org = doc.get("organization") or user
+        repo_id = f"{org}/{doc['name']}"
+        if org != user:
+            return 403, {"error": f"You don't have the rights to create a model under {org}"}
+        if repo_id in self.repos:
+            return 409, {
+                "error": "You already created this model repo",
+                "url": f"{self.url}/{repo_id}",
+            }
+        self.repos[repo_id] = Repo(owner=user, private=doc.get("visibility") == "private")
+        return 200, {"url": f"{self.url}/{repo_id}", "name": repo_id}
+
+    def _head(self, repo: Repo) -> str:
+        return repo.commits[-1].oid if repo.commits else "0" * 40
+
+    def _commit(
+        self, repo_id: str, repo: Repo, revision: str, body: bytes, create_pr: bool
+    ) -> tuple[int, dict[str, Any]]:
+        if self.fail_commit_with is not None:
+            return self.fail_commit_with, {"error": "Internal Error - We're working hard to fix"}
+        if not create_pr and revision not in repo.branches:
+            return 404, {"error": f"Invalid rev id: {revision}"}
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = next(x["value"] for x in lines if x["key"] == "header")
+        files = {
+            x["value"]["path"]: base64.b64decode(x["value"]["content"])
+            for x in lines
+            if x["key"] == "file"
+        }
+        unsupported = [x["key"] for x in lines if x["key"] not in ("header", "file")]
+        if unsupported:
+            return 400, {"error": f"unsupported commit operations {unsupported}"}
+        oid = hashlib.sha1(body).hexdigest()
+        pr = None
+        if create_pr:
+            pr = len(repo.prs) + 1
+            repo.prs[pr] = {**repo.branches["main"], **files}
+        else:
+            repo.branches[revision].update(files)
+        repo.commits.append(Commit(oid, revision, header["summary"], files, pr))
+        doc: dict[str, Any] = {"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid}
+        if pr is not None:
+            doc["pullRequestUrl"] = f"{self.url}/{repo_id}/discussions/{pr}"
+        return 200, doc
