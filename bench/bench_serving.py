@@ -43,6 +43,7 @@ from typing import Any
 
 from _server import Server, launched
 
+from fastmtp_export.evaluation import position_rates
 from fastmtp_export.launch import sglang_command
 from fastmtp_export.manifest import Manifest, load
 
@@ -166,30 +167,22 @@ def workload(server: Server, prompts: Sequence[Prompt], concurrency: int, **kw: 
 
 
 def acceptance(replies: Sequence[Reply], k: int) -> dict[str, Any]:
-    """Accept length and per-position acceptance over ``replies``.
-
-    Position p's unconditional rate is the share of verify steps that accepted at least
-    p drafts; the conditional rate divides by those that accepted at least p - 1.
-    """
+    """Accept length and per-position acceptance over ``replies`` (eval's definitions)."""
     tokens = sum(r.completion_tokens for r in replies)
     verifies = sum(r.verify_ct for r in replies)
     hist = [0] * (k + 1)
     for r in replies:
         for j, c in enumerate(r.histogram):
             hist[min(j, k)] += c
-    at_least = [sum(hist[j:]) for j in range(k + 1)]  # at_least[0] = all verify steps
+    uncond, cond = position_rates(hist)
     return {
         "requests": len(replies),
         "output_tokens": tokens,
         "verify_steps": verifies,
         "accept_length": tokens / verifies if verifies else None,
         "histogram": hist,
-        "position_acceptance": [
-            at_least[p] / at_least[0] if at_least[0] else None for p in range(1, k + 1)
-        ],
-        "conditional_acceptance": [
-            at_least[p] / at_least[p - 1] if at_least[p - 1] else None for p in range(1, k + 1)
-        ],
+        "position_acceptance": uncond,
+        "conditional_acceptance": cond,
     }
 
 
