@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner, Result
 
+from fastmtp_export.cli import app
 from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
 from fastmtp_export.synthetic_corpus import records, train_tokenizer, write_jsonl
 
@@ -61,6 +62,13 @@ def assert_one_line_error(result: Result, *needles: str) -> None:
         assert needle in errors[0], errors[0]
     assert "Traceback" not in result.output
     assert result.stdout == ""
+
+
+def export_cli(source: Path, out: Path, *args: str) -> Path:
+    """``fastmtp-export export SOURCE --out OUT -q ARGS`` that must succeed; returns OUT."""
+    r = CliRunner().invoke(app, ["export", str(source), "--out", str(out), "-q", *args])
+    assert r.exit_code == 0, r.output
+    return out
 
 
 def nothing_written(out: Path) -> None:

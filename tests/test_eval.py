@@ -29,7 +29,7 @@ from fastmtp_export.speculate import Draft, Target, greedy, speculate
 from fastmtp_export.target import check_pair, load_target_model
 from fastmtp_export.token_maps import save_token_map
 
-from .conftest import assert_one_line_error, tree_digest
+from .conftest import assert_one_line_error, export_cli, tree_digest
 from .sglang_lane.oracle import (
     EN,
     EOS,
@@ -51,12 +51,6 @@ class Pair:
     tokenizer: Path
 
 
-def _export(source: Path, out: Path, *args: str) -> Path:
-    r = CliRunner().invoke(app, ["export", str(source), "--out", str(out), "-q", *args])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     root = tmp_path_factory.mktemp("eval-oracle")
@@ -66,7 +60,7 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     save_token_map(root / "en.pt", EN)
     save_token_map(root / "zh.pt", [*ZH, EOS])
     maps = ["--token-map", f"en={root / 'en.pt'}", "--token-map", f"zh={root / 'zh.pt'}"]
-    draft = _export(target, root / "draft", *maps, "--default-lang", "en")
+    draft = export_cli(target, root / "draft", *maps, "--default-lang", "en")
     return Pair(target, draft, root / "tok")
 
 
@@ -74,7 +68,7 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Pair:
 def noisy(tmp_path_factory: pytest.TempPathFactory, oracle: Pair) -> Pair:
     root = tmp_path_factory.mktemp("eval-noisy")
     target = write_target(root / "target", oracle=True, residual=NOISY_RESIDUAL)
-    return Pair(target, _export(target, root / "draft"), oracle.tokenizer)
+    return Pair(target, export_cli(target, root / "draft"), oracle.tokenizer)
 
 
 def _decoder(pair: Pair) -> tuple[Target, MiMoMTPReference]:

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from fastmtp_export.cli import app
 from fastmtp_export.token_maps import save_token_map
 
+from .conftest import export_cli
 from .sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
 from .sglang_lane.oracle import (
     EN,
@@ -64,12 +65,6 @@ class Lane:
     perm: list[int]
 
 
-def _export(source: Path, out: Path, *args: str) -> Path:
-    r = CliRunner().invoke(app, ["export", str(source), "--out", str(out), "-q", *args])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture(scope="session")
 def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     problem = sglang_import_problem()
@@ -87,13 +82,13 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     save_token_map(root / "en.pt", EN)
     save_token_map(root / "zh.pt", [*ZH, EOS])
     maps = ["--token-map", f"en={root / 'en.pt'}", "--token-map", f"zh={root / 'zh.pt'}"]
-    oracle_draft = _export(oracle, root / "oracle-draft", *maps, "--default-lang", "en")
+    oracle_draft = export_cli(oracle, root / "oracle-draft", *maps, "--default-lang", "en")
     rnd = write_target(root / "random", oracle=False, seed=1)
-    random_draft = _export(rnd, root / "random-draft")
+    random_draft = export_cli(rnd, root / "random-draft")
     # the oracle with full-strength residual blocks: its copy draft is right about half
     # the time, so acceptance is partial (the eval cross-check's discriminating case)
     noisy = write_target(root / "noisy", oracle=True, residual=2.0)
-    noisy_draft = _export(noisy, root / "noisy-draft")
+    noisy_draft = export_cli(noisy, root / "noisy-draft")
     return Lane(
         root, oracle, oracle_draft, rnd, random_draft, noisy, noisy_draft, chain_permutation(0)
     )
