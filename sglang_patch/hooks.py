@@ -136,7 +136,34 @@ def _switch(worker: Any, bank: DraftVocabBank, lang: str) -> None:
     old = bank.active
     if bank.switch(lang):
         worker._fastmtp_counts["switches"] += 1
+        if (metrics := _metrics()) is not None:
+            metrics[1].inc()
         log.debug("fastmtp: draft language %s -> %s", old, lang)
+
+
+@functools.cache
+def _metrics() -> tuple[Any, Any] | None:
+    """Prometheus counters (batches per language, switches) when ``--enable-metrics``.
+
+    SGLang runs prometheus_client in multiprocess mode, so counters made in the
+    scheduler appear on the server's ``/metrics``. Metrics never break serving.
+    """
+    try:
+        from sglang.srt.runtime_context import get_observability
+
+        if not get_observability().enable_metrics:
+            return None
+        from prometheus_client import Counter
+
+        return (
+            Counter(
+                "fastmtp:draft_batches", "Draft batches per draft language (sglang_patch)", ["lang"]
+            ),
+            Counter("fastmtp:draft_switches", "Draft vocabulary switches (sglang_patch)"),
+        )
+    except Exception as exc:  # a missing or changed metrics seam: keep the log line only
+        log.warning("fastmtp: Prometheus counters unavailable (%s); counters stay in the log", exc)
+        return None
 
 
 def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
@@ -148,6 +175,8 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     lang = _choose(worker, bank, reqs)
     counts = worker._fastmtp_counts
     counts["batches"][lang] += 1
+    if (metrics := _metrics()) is not None:
+        metrics[0].labels(lang=lang).inc()
     total = sum(counts["batches"].values())
     if total % LOG_EVERY == 0:
         per_lang = ", ".join(f"{k}={v}" for k, v in sorted(counts["batches"].items()))

@@ -409,7 +409,9 @@ class TestEvalCrossCheckPartialAcceptance:
 @pytest.fixture(scope="class")
 def plugin_spec(lane: Lane) -> Iterator[Server]:
     """Our sglang_patch plugin active (it is installed with the package): no static map."""
-    yield from _spec(lane, lane.oracle, lane.oracle_draft, "--log-level", "info", env={})
+    yield from _spec(
+        lane, lane.oracle, lane.oracle_draft, "--log-level", "info", "--enable-metrics", env={}
+    )
 
 
 class TestLanguageAwarePlugin:
@@ -449,6 +451,25 @@ class TestLanguageAwarePlugin:
             doc = server.generate(list(zh[0]), zh[1], **params)
             assert doc["output_ids"] == oracle_plain[zh]["output_ids"]
             assert doc["meta_info"]["spec_accept_length"] <= 1.2, params  # default en map
+
+    def test_counters_on_prometheus_metrics(
+        self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        zh = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "zh")
+        en = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "en")
+        for case in (zh, en):
+            server.generate(list(case[0]), case[1], custom_params={"draft_lang": self._lang(case)})
+        status, body = server.get("/metrics")
+        assert status == 200
+        values: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("fastmtp:"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        # each 32-token request drafts about 8 batches; switches: en -> zh -> en at least
+        assert values['fastmtp:draft_batches_total{lang="zh"}'] >= 5, values
+        assert values['fastmtp:draft_batches_total{lang="en"}'] >= 5, values
+        assert values["fastmtp:draft_switches_total"] >= 2, values
 
     def test_mixed_concurrent_batches_keep_parity(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
