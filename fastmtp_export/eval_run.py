@@ -97,7 +97,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     if getattr(tokenizer, "eos_token_id", None) is not None:
         eos.add(int(tokenizer.eos_token_id))
 
-    device = torch.device(pick_device(opts.device))
+    device = pick_device(opts.device)
     dtype = pick_dtype(opts.dtype, device)
     log.info("loading %s on %s (%s)", base, device, str(dtype).removeprefix("torch."))
     model = load_target_model(info, manifest.family, device, dtype)

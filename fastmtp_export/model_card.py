@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._units import human_bytes
+from .launch import sglang_command
 from .manifest import Manifest
 
 CARD_NAME = "README.md"
@@ -121,14 +122,9 @@ def _eval_results(manifest: Manifest) -> list[Any]:
 
 
 def _launch(manifest: Manifest, draft: str, base: str, *, static: bool) -> str:
-    argv = ["python", "-m", "sglang.launch_server", "--model-path", base]
-    if manifest.sglang.base_needs_trust_remote_code:
-        argv.append("--trust-remote-code")
-    flags = manifest.sglang.recommended_flags
-    argv += [*flags[:2], "--speculative-draft-model-path", draft, *flags[2:]]
-    maps = manifest.token_maps
-    if static and maps is not None:
-        argv += ["--speculative-token-map", f"{draft}/{maps.languages[maps.default_lang].file}"]
+    """launch.sglang_command for a Hub repo or local dir, one ``--flag value`` per line."""
+    # a repo id joins like a path: ORG/NAME/freq_<lang>_<K>.pt is the Hub path SGLang takes
+    argv = sglang_command(Path(draft), manifest, base, static_map=static)
     return " \\\n  ".join(_pairs(argv))
 
 
