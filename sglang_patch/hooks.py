@@ -183,8 +183,11 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
         log.info("fastmtp: draft batches %s; switches %d", per_lang, counts["switches"])
     spec_info = batch.spec_info
     index = getattr(spec_info, "topk_index", None) if spec_info is not None else None
-    if index is not None and index.shape[0] == len(reqs):
-        spaces = [getattr(r, SPACE_ATTR, bank.active) for r in reqs]
+    if index is not None:
+        if index.shape[0] == len(reqs):
+            spaces = [getattr(r, SPACE_ATTR, bank.active) for r in reqs]
+        else:  # rows not aligned with reqs (not seen in 0.5.23): all in the active space
+            spaces = [bank.active] * int(index.shape[0])
         spec_info.topk_index = bank.remap_rows(index, spaces, lang)
     _switch(worker, bank, lang)
     for r in reqs:
