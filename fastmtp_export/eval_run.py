@@ -15,7 +15,7 @@ from typing import Any
 from ._progress import progress
 from ._version import __version__
 from .errors import EvalError
-from .eval_schema import EvaluationInfo, Mismatch, ModeResult
+from .eval_schema import AcceptanceStats, EvaluationInfo, Mismatch, ModeResult
 from .evaluation import (
     EvalPrompt,
     first_difference,
@@ -138,7 +138,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
                     mismatches.append(Mismatch(line=prompt.line, vocab=mode, position=at))
             advance(1)
 
-    def stats(pairs: list[tuple[EvalPrompt, Any]]) -> Any:
+    def stats(pairs: list[tuple[EvalPrompt, Any]]) -> AcceptanceStats:
         return summarise([g for _, g in pairs], opts.k, sum(greedy_s[p.line] for p, _ in pairs))
 
     results = {}
