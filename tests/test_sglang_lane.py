@@ -244,6 +244,20 @@ def _sglang_tau(docs: list[dict[str, Any]]) -> float:
     return tokens / sum(d["meta_info"]["spec_verify_ct"] for d in docs)
 
 
+def _assert_eval_matches_sglang(
+    lane: Lane, server: Server, oracle_plain: dict[Case, dict[str, Any]], vocab: str
+) -> None:
+    """Per language, eval's tau and verify steps equal SGLang's exactly (oracle: no ties)."""
+    cases = [c for c in oracle_plain if c[1] == 32]  # 1- and 4-token prompts, both langs
+    docs = _run(server, cases)
+    ours = _eval_tau(lane, lane.oracle, lane.oracle_draft, cases, vocab)
+    for lang, ids in (("en", EN), ("zh", ZH)):
+        mine = [docs[c] for c in cases if c[0][0] in ids]
+        got = ours["languages"][lang]
+        assert got["verify_steps"] == sum(d["meta_info"]["spec_verify_ct"] for d in mine), lang
+        assert got["accept_length"] == pytest.approx(_sglang_tau(mine), rel=1e-9), lang
+
+
 class TestOracleSpeculation:
     @pytest.fixture
     def server(self, oracle_spec: Server) -> Server:
@@ -267,17 +281,7 @@ class TestOracleSpeculation:
         self, lane: Lane, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
         """The reference decoder and SGLang mean the same tau (issue 6's cross-check)."""
-        cases = [c for c in oracle_plain if c[1] == 32]  # 1- and 4-token prompts, both langs
-        docs = _run(server, cases)
-        ours = _eval_tau(lane, lane.oracle, lane.oracle_draft, cases, "full")
-        for lang, ids in (("en", EN), ("zh", ZH)):
-            mine = [docs[c] for c in cases if c[0][0] in ids]
-            assert ours["languages"][lang]["accept_length"] == pytest.approx(
-                _sglang_tau(mine), rel=1e-9
-            ), lang
-            assert ours["languages"][lang]["verify_steps"] == sum(
-                d["meta_info"]["spec_verify_ct"] for d in mine
-            )
+        _assert_eval_matches_sglang(lane, server, oracle_plain, "full")
 
     def test_concurrent_batch_keeps_parity(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
@@ -352,14 +356,7 @@ class TestStockTokenMap:
     def test_eval_static_map_matches_sglang(
         self, lane: Lane, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
-        cases = [c for c in oracle_plain if c[1] == 32]
-        docs = _run(server, cases)
-        ours = _eval_tau(lane, lane.oracle, lane.oracle_draft, cases, "en")
-        for lang, ids in (("en", EN), ("zh", ZH)):
-            mine = [docs[c] for c in cases if c[0][0] in ids]
-            assert ours["languages"][lang]["verify_steps"] == sum(
-                d["meta_info"]["spec_verify_ct"] for d in mine
-            ), lang
+        _assert_eval_matches_sglang(lane, server, oracle_plain, "en")
 
 
 class TestRandomDraft:
