@@ -350,3 +350,19 @@ class TestBadInput:
         assert "NOT lossless: 6 of 6 outputs differ from greedy" in r.stdout
         assert r.stderr.strip().splitlines()[-1].startswith("error: 6 speculative outputs differ")
         assert mf.load(draft).evaluation is None
+
+
+def test_output_without_matplotlib_fails_before_the_run(
+    oracle: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    prompts = _write_prompts(tmp_path / "p.jsonl", _chain_prompts(4))
+    out = tmp_path / "eval.json"
+    r = _eval(oracle, prompts, "--output", str(out))
+    assert_one_line_error(r, "needs matplotlib", "fastmtp-export[eval]")
+    assert not out.exists()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..errors import FastMTPError
 from ._errors import fail, handle_errors
 from ._options import ArtifactArg, JsonOpt, QuietOpt
 from ._output import emit_json, setup_logging
@@ -137,6 +139,11 @@ def eval_(
         raise typer.BadParameter(f"--dtype {dtype}: choose auto, {', '.join(DTYPES)}")
     if output is not None and output.suffix != ".json":
         raise typer.BadParameter(f"--output {output}: name a .json file (the chart goes beside)")
+    if output is not None and importlib.util.find_spec("matplotlib") is None:
+        raise FastMTPError(
+            "--output also draws the chart, which needs matplotlib: "
+            "pip install 'fastmtp-export[eval]' (checked before the run, not after it)"
+        )
     opts = EvalOptions(
         tokenizer=tokenizer,
         vocab=vocab or (),
