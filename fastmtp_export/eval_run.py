@@ -19,11 +19,11 @@ from .eval_schema import AcceptanceStats, EvaluationInfo, Mismatch, ModeResult
 from .evaluation import (
     EvalPrompt,
     first_difference,
-    prompts_digest,
     read_prompts,
     summarise,
     vocab_modes,
 )
+from .safetensors_io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
         k=opts.k,
         max_new_tokens=opts.max_new_tokens,
         prompts_file=prompts_file.name,
-        prompts_sha256=prompts_digest(prompts_file),
+        prompts_sha256=sha256_file(prompts_file),
         prompts=len(prompts),
         lossless=not mismatches,
         mismatches=mismatches,

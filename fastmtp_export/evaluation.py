@@ -17,7 +17,6 @@ the share of verify steps that accepted at least p drafts (from the same counts 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -51,10 +50,6 @@ class EvalPrompt:
     line: int
     lang: str  # a language code, or UNKNOWN
     ids: list[int]
-
-
-def prompts_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_prompts(

@@ -18,6 +18,7 @@ from typing import Any
 from . import manifest as mf
 from .errors import HubError
 from .model_card import CARD_NAME, CardOptions, render_card
+from .safetensors_io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,6 @@ class PushResult:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_repo_id(repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
@@ -101,7 +94,10 @@ def plan_push(artifact: Path, repo_id: str, card: CardOptions) -> PushPlan:
     manifest_path = artifact / mf.MANIFEST_NAME
     files.append(
         UploadFile(
-            mf.MANIFEST_NAME, manifest_path, manifest_path.stat().st_size, _sha256(manifest_path)
+            mf.MANIFEST_NAME,
+            manifest_path,
+            manifest_path.stat().st_size,
+            sha256_file(manifest_path),
         )
     )
     text = render_card(manifest, card)
