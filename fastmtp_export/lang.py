@@ -76,7 +76,9 @@ def normalize_lang(code: object) -> str | None:
 
 def script_counts(text: str) -> dict[str, int]:
     """Letters per script label (``latin``, ``zh``, ``ja`` kana, ...); zero counts omitted."""
-    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # [chars]
+    # surrogatepass: a lone surrogate (possible in JSON input) is one code point of no
+    # script instead of an exception; detection must never fail a request
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # [chars]
     idx = np.searchsorted(_EDGES, cps, side="right") - 1  # [chars] interval of each char
     n = np.bincount(_EDGE_LABELS[idx], minlength=_OTHER + 1)  # [labels + 1]
     return {label: int(n[i]) for i, label in enumerate(_LABELS) if n[i]}
@@ -139,7 +141,8 @@ class LanguageDetector:
         if lang == "latin":
             lang = self.latin
             if self._stat is not None:
-                lang = normalize_lang(self._stat.classify(text[-2048:])[0])
+                tail = text[-2048:].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                lang = normalize_lang(self._stat.classify(tail)[0])
         return lang if lang in self.languages else None
 
 

@@ -1,106 +1,167 @@
-"""The per-language draft vocabulary bank: every map's head rows, and the active buffers.
+"""The draft vocabulary bank: one fixed-size head holding a batch's languages, switched in place.
 
 SGLang's draft slices the target ``lm_head`` once with one map (``hot_token_id`` [K],
-head [K, H]) and CUDA graphs capture those pointers. The bank keeps every language's
-rows resident and switches language by copying into the *same* two buffers in place,
-so addresses never change and captured graphs stay valid. All maps have one K (the
-exporter guarantees it). Pure torch: no SGLang import, unit-tested on CPU.
+head [K, H]) and CUDA graphs capture those pointers and that width. The bank instead
+keeps one *active* buffer of ``rows`` (K_u) slots, by default 2K, holding the union of
+the maps of the languages in the current batch (the top ``rows // K`` by request count).
+Every request whose language is in the set then drafts over a superset of its own map,
+so a mixed batch no longer drafts its minority with the majority's map.
+
+- Switching copies into the same buffers (``hot_token_id`` [K_u], head [K_u, H], and the
+  inverse [V]), so addresses never change and captured graphs stay valid; graphs always
+  see width K_u.
+- The head rows are gathered from the target's own ``lm_head`` on each switch, so no
+  per-language copy is resident: the bank costs one [K_u, H] head plus small index
+  tensors, whatever the number of languages.
+- Every language set's slot contents are computed once at start-up (``table``), so a
+  switch is device-to-device only: no host-to-device copy, no synchronisation.
+- A one-language set holds exactly that language's map, padded with repeats of its own
+  ids: a repeated row yields the same logit and the same full id, so a single-language
+  batch drafts exactly as with its own K-row map.
+
+Pure torch: no SGLang import, unit-tested on CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import combinations
 
 import torch
 
+LangSet = frozenset[str]
+
+
+def default_rows(size: int, n_langs: int, vocab: int) -> int:
+    """K_u when the operator sets none: room for two languages' maps (K for one), capped at V."""
+    return min(size * min(n_langs, 2), vocab)
+
+
+def union_ids(maps: Mapping[str, Sequence[int]], langs: Sequence[str], rows: int) -> list[int]:
+    """The ``rows`` full ids of the slots for the language set ``langs``.
+
+    The languages' rankings are interleaved rank by rank (deduplicated), so when the
+    union does not fit every language loses only its tail. A single language is padded
+    with repeats of its own ids (exactly its own map's quality); a set of several is
+    padded from the other languages' rankings (interleaved the same way), then with
+    repeats.
+    """
+    chosen = sorted(langs)
+    out: list[int] = []
+    seen: set[int] = set()
+
+    def take(order: Sequence[str]) -> None:
+        for rank in range(max((len(maps[lang]) for lang in order), default=0)):
+            for lang in order:
+                ids = maps[lang]
+                if rank < len(ids) and ids[rank] not in seen and len(out) < rows:
+                    seen.add(ids[rank])
+                    out.append(ids[rank])
+
+    take(chosen)
+    if len(chosen) > 1:
+        take(sorted(set(maps) - set(chosen)))
+    base = len(out)
+    while len(out) < rows:
+        out.append(out[(len(out) - base) % base])
+    return out
+
 
 class DraftVocabBank:
-    """Hot ids and head rows per language, plus pointer-stable active buffers.
+    """The active draft vocabulary (K_u slots) and every language set's slot contents.
 
     Args:
         maps: ``lang -> hot ids`` (full-vocabulary ids, all the same length K).
-        head: the target ``lm_head`` weight [V, H]; rows are copied, never aliased.
+        head: the target ``lm_head`` weight [V, H]; read on every switch, never written.
         default: the language the active buffers start with.
+        rows: K_u, the slots of the active buffer (``K <= rows <= V``); default
+            :func:`default_rows`.
     """
 
     @torch.no_grad()
-    def __init__(self, maps: Mapping[str, Sequence[int]], head: torch.Tensor, default: str) -> None:
+    def __init__(
+        self,
+        maps: Mapping[str, Sequence[int]],
+        head: torch.Tensor,
+        default: str,
+        rows: int | None = None,
+    ) -> None:
         if default not in maps:
             raise ValueError(f"default language {default!r} has no map")
         sizes = {len(ids) for ids in maps.values()}
         if len(sizes) != 1:
             raise ValueError(f"all maps must have one size, got {sorted(sizes)}")
+        vocab = int(head.shape[0])
+        size = sizes.pop()
+        for ids in maps.values():
+            if min(ids) < 0 or max(ids) >= vocab:
+                raise ValueError(f"map ids must lie in [0, {vocab})")
+        rows = default_rows(size, len(maps), vocab) if rows is None else rows
+        if not size <= rows <= vocab:
+            raise ValueError(f"draft rows must lie in [K={size}, V={vocab}], got {rows}")
         self.langs: tuple[str, ...] = tuple(sorted(maps))
-        self.index = {lang: i for i, lang in enumerate(self.langs)}
-        vocab = head.shape[0]
+        self.size = size
+        self.rows = rows
+        #: how many languages one active set holds: as many whole maps as fit in K_u
+        self.max_langs = max(1, min(len(self.langs), rows // size))
+        self.head = head
         device = head.device
-        # [L, K] full-vocabulary ids of each language's hot slots
-        self.hot_ids = torch.tensor(
-            [list(maps[lang]) for lang in self.langs], dtype=torch.int64, device=device
+        sets = [
+            frozenset(c) for n in range(1, self.max_langs + 1) for c in combinations(self.langs, n)
+        ]
+        self.sets: dict[LangSet, int] = {s: i for i, s in enumerate(sets)}
+        # [S, K_u] the slots' full ids of every language set (int32: V < 2^31), built once
+        self.table = torch.tensor(
+            [union_ids(maps, sorted(s), rows) for s in sets], dtype=torch.int32, device=device
         )
-        if int(self.hot_ids.min()) < 0 or int(self.hot_ids.max()) >= vocab:
-            raise ValueError(f"map ids must lie in [0, {vocab})")
-        # [L, K, H] head rows per language (a gather copies: never shares the target's storage)
-        self.heads = head[self.hot_ids]
-        # [L, V] full id -> hot slot in each language, -1 where absent
-        self.inverse = torch.full((len(self.langs), vocab), -1, dtype=torch.int64, device=device)
-        slots = torch.arange(self.hot_ids.shape[1], device=device).expand_as(self.hot_ids)
-        self.inverse.scatter_(1, self.hot_ids, slots)
-        self.active = default
-        i = self.index[default]
-        self.active_ids = self.hot_ids[i].clone()  # [K], the buffer SGLang indexes
-        self.active_head = self.heads[i].clone()  # [K, H], the draft lm_head weight
-
-    @property
-    def size(self) -> int:
-        """K: ids per map."""
-        return int(self.hot_ids.shape[1])
+        self._slots = torch.arange(rows, dtype=torch.int64, device=device)  # [K_u]
+        self.active: LangSet = frozenset({default})
+        self.active_ids = self.table[self.sets[self.active]].to(torch.int64)  # [K_u] hot_token_id
+        # [K_u, H] the draft lm_head weight: a private gather, never the target's storage
+        self.active_head = head.index_select(0, self.active_ids)
+        # [V] full id -> its slot in the active set (0 where absent: one lost draft)
+        self.inverse = torch.zeros(vocab, dtype=torch.int64, device=device)
+        self.inverse.scatter_(0, self.active_ids, self._slots)
 
     @property
     def nbytes(self) -> int:
-        """Device memory the bank holds (all languages plus the active buffers)."""
-        tensors = (self.hot_ids, self.heads, self.inverse, self.active_ids, self.active_head)
+        """Device memory the bank holds besides the target's head it reads from."""
+        tensors = (self.table, self._slots, self.active_ids, self.active_head, self.inverse)
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def covers(self, langs: LangSet) -> bool:
+        """Whether the active set already holds every language of ``langs``."""
+        return langs <= self.active
+
     @torch.no_grad()
-    def switch(self, lang: str) -> bool:
-        """Make ``lang`` active by copying in place; ``False`` when it already is."""
-        if lang == self.active:
+    def switch(self, langs: LangSet) -> bool:
+        """Make the set ``langs`` active, in place; ``False`` when it already is.
+
+        Device-to-device work only: the slot ids from the start-up table, the head rows
+        gathered from the target head, and the inverse rebuilt by one scatter.
+        """
+        if langs == self.active:
             return False
-        i = self.index[lang]
-        self.active_ids.copy_(self.hot_ids[i])
-        self.active_head.copy_(self.heads[i])
-        self.active = lang
+        self.active_ids.copy_(self.table[self.sets[langs]])
+        torch.index_select(self.head, 0, self.active_ids, out=self.active_head)
+        self.inverse.zero_()
+        self.inverse.scatter_(0, self.active_ids, self._slots)
+        self.active = langs
         return True
 
-    def to_hot(self, full_ids: torch.Tensor, lang: str) -> torch.Tensor:
-        """Hot slots of ``full_ids`` in ``lang``'s map; absent ids go to slot 0.
+    def to_full(self, slots: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary ids of draft slots of the active set (same shape)."""
+        return self.active_ids[slots]
 
-        A draft token missing from the new map becomes some other draft token, which
-        the target rejects: it costs that one draft, never correctness.
+    def to_slots(self, full_ids: torch.Tensor) -> torch.Tensor:
+        """Active-set slots of ``full_ids``; an id absent from the set goes to slot 0.
+
+        An absent id becomes some other draft token, which the target rejects: it costs
+        that one draft, never correctness.
         """
-        slots = self.inverse[self.index[lang]][full_ids]
-        return torch.where(slots < 0, torch.zeros_like(slots), slots)
+        return self.inverse[full_ids]
 
-    def remap(self, hot_index: torch.Tensor, old: str, new: str) -> torch.Tensor:
-        """Carry a draft index from ``old``'s hot space to ``new``'s, through full ids."""
-        if old == new:
-            return hot_index
-        full = self.hot_ids[self.index[old]][hot_index]
-        return self.to_hot(full, new)
 
-    def remap_rows(self, hot_index: torch.Tensor, spaces: Sequence[str], new: str) -> torch.Tensor:
-        """Carry each row of ``hot_index`` [B, ...] from its own space ``spaces[b]`` to ``new``.
-
-        Rows of one batch can sit in different spaces: a prefill drafts its new requests
-        in their language while running requests keep the space of their last draft.
-        """
-        if all(s == new for s in spaces):
-            return hot_index
-        if len(set(spaces)) == 1:
-            return self.remap(hot_index, spaces[0], new)
-        # [B] index of each row's language, then [B, ...] full ids through its own map
-        rows = torch.tensor([self.index[s] for s in spaces], device=hot_index.device)
-        rows = rows.view(-1, *([1] * (hot_index.dim() - 1))).expand_as(hot_index)
-        full = self.hot_ids[rows, hot_index]
-        return self.to_hot(full, new)
+def set_label(langs: LangSet) -> str:
+    """``frozenset({"zh", "en"})`` -> ``"en+zh"`` (logs and metric labels)."""
+    return "+".join(sorted(langs))

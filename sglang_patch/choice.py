@@ -1,17 +1,19 @@
-"""Which language a request and a batch draft with: pure functions, no SGLang import.
+"""Which language a request drafts in, and which language set a batch drafts with.
 
-A request's language is ``custom_params["draft_lang"]`` (given by the client or filled
-in by detection on the tokenizer manager). Bad values never fail a request: each
-distinct bad value is logged once and treated as unknown. A batch drafts with the
-majority language of its requests, keeping the current one on ties so mixed batches
-do not thrash the active buffers.
+Pure functions, no SGLang import. A request's language is
+``custom_params["draft_lang"]`` (given by the client or filled in by detection on the
+tokenizer manager). Bad values never fail a request: each distinct bad value is logged
+once (up to :data:`MAX_REPORTED` of them) and treated as unknown, which drafts as the
+default language. A batch drafts with the set of its most frequent languages, as many
+as the bank's active buffer holds (two by default), so every request of a two-language
+batch drafts over its own map.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable
 
 from fastmtp_export.lang import normalize_lang
 
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: the custom_params key clients set (OpenAI API: extra_body={"custom_params": {...}})
 PARAM = "draft_lang"
+#: distinct bad values logged; a client sending endless new ones cannot grow memory
+MAX_REPORTED = 32
 _reported: set[str] = set()
 
 
@@ -29,27 +33,49 @@ def request_language(custom_params: object, supported: Collection[str]) -> str |
     raw = custom_params[PARAM]
     lang = normalize_lang(raw)
     if lang is None or lang not in supported:
-        key = repr(raw)[:80]
-        if key not in _reported:
-            _reported.add(key)
-            log.warning(
-                "fastmtp: draft_lang %s is not one of %s; drafting with the default language",
-                key,
-                sorted(supported),
-            )
+        _report(repr(raw)[:80], supported)
         return None
     return lang
 
 
-def batch_language(langs: Sequence[str | None], *, current: str, default: str) -> str:
-    """Majority language of a batch; unknown requests count as ``default``.
+def _report(key: str, supported: Collection[str]) -> None:
+    if key in _reported or len(_reported) > MAX_REPORTED:
+        return
+    _reported.add(key)
+    if len(_reported) > MAX_REPORTED:
+        log.warning("fastmtp: more bad draft_lang values; no longer reporting them")
+        return
+    log.warning(
+        "fastmtp: draft_lang %s is not one of %s; drafting with the default language",
+        key,
+        sorted(supported),
+    )
 
-    Ties keep ``current`` when it is among the tied languages, else the smallest code
-    (deterministic).
+
+def language_counts(langs: Iterable[str | None], default: str) -> Counter[str]:
+    """Requests per language; unknown requests count as ``default`` (they draft with it)."""
+    return Counter(lang or default for lang in langs)
+
+
+def draft_set(counts: Counter[str], *, current: frozenset[str], max_langs: int) -> frozenset[str]:
+    """The ``max_langs`` most frequent languages of a batch.
+
+    Ties prefer languages of ``current`` (no needless switch), then code order
+    (deterministic). An empty batch keeps ``current``.
     """
-    if not langs:
+    if not counts:
         return current
-    counts = Counter(lang or default for lang in langs)
-    top = max(counts.values())
-    tied = sorted(lang for lang, n in counts.items() if n == top)
-    return current if current in tied else tied[0]
+    ranked = sorted(counts, key=lambda lang: (-counts[lang], lang not in current, lang))
+    return frozenset(ranked[:max_langs])
+
+
+def prefill_set(counts: Counter[str], *, current: frozenset[str], max_langs: int) -> frozenset[str]:
+    """The set for a prefill's draft-extend: ``current`` when it holds every new language.
+
+    Only the new requests are in a prefill batch; keeping a set that already covers them
+    drafts their first token over a superset of their maps and spares a switch back when
+    the running requests draft next.
+    """
+    if set(counts) <= current:
+        return current
+    return draft_set(counts, current=current, max_langs=max_langs)

@@ -1,27 +1,33 @@
-"""When the plugin acts: version guard, kill switch, and the artifact's language maps.
+"""When the plugin acts: version guard, kill switch, draft rows, and what the draft path is.
 
 The plugin does nothing unless the draft directory holds a fastmtp-export manifest
 with token maps; an explicit ``--speculative-token-map`` wins (stock behaviour), and
-``FASTMTP_SGLANG_PATCH=0`` disables it entirely. It refuses unknown SGLang versions,
-whose private seams may have moved, unless ``FASTMTP_SGLANG_PATCH_ANY_VERSION=1``.
-No SGLang import here: the hook module passes the facts in.
+``FASTMTP_SGLANG_PATCH=0`` disables it entirely. It refuses to serve an artifact on an
+unknown SGLang version, whose private seams may have moved, unless
+``FASTMTP_SGLANG_PATCH_ANY_VERSION=1``. ``FASTMTP_DRAFT_ROWS`` sets K_u, the active
+draft head's rows. No SGLang import here: the hook module passes the facts in.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastmtp_export import manifest as mf
+from fastmtp_export.checkpoint import SourceCheckpoint
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.token_maps import load_token_map
+
+from .bank import default_rows
 
 #: SGLang versions whose hooked seams sglang_patch/INVENTORY.md was checked against
 SUPPORTED_SGLANG = ("0.5.23",)
 ENABLE_ENV = "FASTMTP_SGLANG_PATCH"
 ANY_VERSION_ENV = "FASTMTP_SGLANG_PATCH_ANY_VERSION"
+ROWS_ENV = "FASTMTP_DRAFT_ROWS"
 
 
 def disabled() -> bool:
@@ -75,3 +81,71 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
         for lang, e in info.languages.items()
     }
     return ArtifactMaps(maps, info.default_lang, info.size)
+
+
+def draft_rows(size: int, n_langs: int, vocab: int) -> int:
+    """K_u from ``FASTMTP_DRAFT_ROWS``, else :func:`~.bank.default_rows`.
+
+    Raises:
+        FastMTPError: a value that is not an integer in ``[K, V]``.
+    """
+    default = default_rows(size, n_langs, vocab)
+    raw = os.environ.get(ROWS_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        rows = int(raw)
+    except ValueError:
+        rows = -1
+    if not size <= rows <= vocab:
+        raise FastMTPError(
+            f"fastmtp: {ROWS_ENV}={raw!r} must be an integer from K={size} to the vocabulary "
+            f"size {vocab}; unset it for the default {default}"
+        )
+    return rows
+
+
+#: MTP tensor names of every family we know (MiMo mtp_layers, Qwen3-Next mtp.*, nextn)
+_MTP_NAME = re.compile(r"(^|\.)(mtp_layers|mtp|nextn)[._]")
+
+
+def base_mtp_tensors(path: Path) -> int | None:
+    """How many MTP tensors a local base checkpoint holds; ``None`` when it cannot tell.
+
+    Counts MiMo-, Qwen3-Next- and NextN-style names, and DeepSeek-style layers past
+    ``num_hidden_layers`` (where their NextN layer lives). Only headers and the index
+    are read.
+    """
+    try:
+        ckpt = SourceCheckpoint.open(path)
+    except (FastMTPError, OSError):
+        return None
+    n_layers = ckpt.config.get("num_hidden_layers")
+    extra = f"model.layers.{n_layers}." if isinstance(n_layers, int) else None
+    return sum(
+        1
+        for name in ckpt.weight_map
+        if _MTP_NAME.search(name) or (extra is not None and name.startswith(extra))
+    )
+
+
+def idle_reason(draft: str) -> str | None:
+    """Why the plugin stays idle for this draft path, or ``None`` when it is an artifact with maps.
+
+    Raises:
+        FastMTPError: the path is an artifact whose maps are missing or invalid.
+    """
+    path = Path(draft)
+    if not path.is_dir():
+        return (
+            f"draft path {draft} is not a local directory; the plugin reads per-language maps "
+            "only from a local artifact (download it first: hf download REPO --local-dir DIR)"
+        )
+    if not (path / mf.MANIFEST_NAME).is_file():
+        return f"{draft} has no {mf.MANIFEST_NAME} (not a fastmtp-export artifact)"
+    if artifact_maps(path) is None:
+        return (
+            f"{draft} carries no token maps "
+            "(export it with --token-maps DIR or --token-map LANG=PATH)"
+        )
+    return None

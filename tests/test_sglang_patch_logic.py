@@ -1,23 +1,29 @@
-"""sglang_patch's pure logic: bank, remapping, language choice, settings (no SGLang)."""
+"""sglang_patch's pure logic: bank, language sets, hooks with fake workers, settings (no SGLang)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.export import export_draft
 from fastmtp_export.token_maps import save_token_map
-from sglang_patch import hooks, settings
-from sglang_patch.bank import DraftVocabBank
-from sglang_patch.choice import batch_language, request_language
+from sglang_patch import choice, hooks, settings
+from sglang_patch.bank import DraftVocabBank, default_rows, union_ids
+from sglang_patch.choice import draft_set, language_counts, prefill_set, request_language
 
-V, H = 10, 3
+V, H = 12, 3
+EN, ZH = [1, 2, 3, 0], [7, 8, 9, 0]  # overlapping in EOS (0), as real maps do
 
 
 @pytest.fixture
@@ -27,78 +33,173 @@ def head() -> torch.Tensor:
 
 @pytest.fixture
 def bank(head: torch.Tensor) -> DraftVocabBank:
-    return DraftVocabBank({"en": [1, 2, 3, 0], "zh": [7, 8, 9, 0]}, head, default="en")
+    return DraftVocabBank({"en": EN, "zh": ZH}, head, default="en")
+
+
+def _set(*langs: str) -> frozenset[str]:
+    return frozenset(langs)
+
+
+# --- union buffer contents -----------------------------------------------------------
+
+
+def test_union_of_one_language_is_its_map_padded_with_its_own_ids() -> None:
+    maps = {"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}
+    assert union_ids(maps, ["en"], 4) == EN
+    assert union_ids(maps, ["en"], 10) == EN + EN + EN[:2]  # never another language's id
+
+
+def test_union_of_two_interleaves_ranks_dedups_and_pads_from_the_others() -> None:
+    maps = {"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}
+    # en 1,2,3,0 and zh 7,8,9,0 interleaved rank by rank; EOS once
+    assert union_ids(maps, ["en", "zh"], 7) == [1, 7, 2, 8, 3, 9, 0]
+    assert union_ids(maps, ["zh", "en"], 7) == [1, 7, 2, 8, 3, 9, 0]  # order-free
+    # room left: ja's ranking next (0 already in), then repeats of the union
+    assert union_ids(maps, ["en", "zh"], 11) == [1, 7, 2, 8, 3, 9, 0, 4, 5, 6, 1]
+    # too small for the union: each language loses only its tail
+    assert union_ids(maps, ["en", "zh"], 4) == [1, 7, 2, 8]
+
+
+def test_bank_table_holds_every_language_set(head: torch.Tensor) -> None:
+    maps = {"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}
+    bank = DraftVocabBank(maps, head, default="zh", rows=8)
+    assert bank.max_langs == 2
+    assert set(bank.sets) == {
+        _set("en"),
+        _set("ja"),
+        _set("zh"),
+        _set("en", "ja"),
+        _set("en", "zh"),
+        _set("ja", "zh"),
+    }
+    for langs, i in bank.sets.items():
+        assert bank.table[i].tolist() == union_ids(maps, sorted(langs), 8), langs
+    assert bank.active == _set("zh")
+    assert bank.active_ids.tolist() == ZH + ZH
+    # K_u = K holds one language per set: the old majority-language behaviour
+    assert DraftVocabBank(maps, head, default="en", rows=4).max_langs == 1
+    assert DraftVocabBank(maps, head, default="en", rows=12).max_langs == 3
+
+
+def test_default_rows() -> None:
+    assert default_rows(4, 1, 12) == 4  # one language: K
+    assert default_rows(4, 2, 12) == 8  # two or more: 2K
+    assert default_rows(4, 5, 12) == 8
+    assert default_rows(8, 2, 12) == 12  # capped at V
 
 
 def test_bank_rows_are_the_target_rows_in_private_storage(
     bank: DraftVocabBank, head: torch.Tensor
 ) -> None:
     assert bank.langs == ("en", "zh")
-    assert bank.size == 4
-    assert torch.equal(bank.active_head, head[[1, 2, 3, 0]])
-    assert bank.active_ids.tolist() == [1, 2, 3, 0]
-    assert torch.equal(bank.heads[1], head[[7, 8, 9, 0]])
-    head.zero_()  # the target head changing must not change the draft's copy
-    assert bank.active_head.abs().sum() > 0
-    # ids [2, 4] + inverse [2, V] + active ids [4] in int64; heads [2, 4, H] + active [4, H] in f32
-    assert bank.nbytes == (2 * 4 + 2 * V + 4) * 8 + (2 * 4 * H + 4 * H) * 4
+    assert (bank.size, bank.rows) == (4, 8)
+    assert bank.active_ids.tolist() == EN + EN
+    assert torch.equal(bank.active_head, head[EN + EN])
+    assert bank.active_head.data_ptr() != head.data_ptr()
+    # table [3 sets, 8] int32 + slots [8] + active ids [8] + inverse [V] int64 + head [8, H] f32
+    assert bank.nbytes == 3 * 8 * 4 + (8 + 8 + V) * 8 + 8 * H * 4
 
 
-def test_switch_copies_in_place(bank: DraftVocabBank, head: torch.Tensor) -> None:
-    ptr_ids, ptr_head = bank.active_ids.data_ptr(), bank.active_head.data_ptr()
-    assert bank.switch("en") is False
-    assert bank.switch("zh") is True
-    assert bank.active == "zh"
-    assert bank.active_ids.tolist() == [7, 8, 9, 0]
-    assert torch.equal(bank.active_head, head[[7, 8, 9, 0]])
+def test_switch_is_in_place_and_pointer_stable(bank: DraftVocabBank, head: torch.Tensor) -> None:
+    ptrs = (bank.active_ids.data_ptr(), bank.active_head.data_ptr(), bank.inverse.data_ptr())
+    assert bank.switch(_set("en")) is False
+    assert bank.switch(_set("en", "zh")) is True
+    assert bank.active_ids.tolist() == [1, 7, 2, 8, 3, 9, 0, 1]
+    assert torch.equal(bank.active_head, head[[1, 7, 2, 8, 3, 9, 0, 1]])
+    assert bank.switch(_set("zh")) is True
+    assert bank.active_ids.tolist() == ZH + ZH
+    assert torch.equal(bank.active_head, head[ZH + ZH])
     # the buffers CUDA graphs captured keep their addresses
-    assert (bank.active_ids.data_ptr(), bank.active_head.data_ptr()) == (ptr_ids, ptr_head)
+    assert (bank.active_ids.data_ptr(), bank.active_head.data_ptr(), bank.inverse.data_ptr()) == (
+        ptrs
+    )
 
 
-def test_remap_goes_through_full_ids(bank: DraftVocabBank) -> None:
-    # en slots [0, 3, 2] are full ids [1, 0, 3]; in zh, 0 is slot 3, 1 and 3 are absent
-    got = bank.remap(torch.tensor([0, 3, 2]), "en", "zh")
-    assert got.tolist() == [0, 3, 0]  # absent -> slot 0 (one wasted draft, never an assert)
-    assert bank.remap(torch.tensor([1]), "en", "en").tolist() == [1]
-    assert bank.to_hot(torch.tensor([9, 0, 5]), "zh").tolist() == [2, 3, 0]
+def test_full_ids_and_slots_round_trip(bank: DraftVocabBank) -> None:
+    bank.switch(_set("en", "zh"))  # slots: 1 7 2 8 3 9 0 1
+    slots = torch.tensor([[0], [1], [6], [5]])
+    full = bank.to_full(slots)
+    assert full.tolist() == [[1], [7], [0], [9]]
+    back = bank.to_slots(full)
+    assert back[1:].tolist() == [[1], [6], [5]]
+    assert back[0].item() in (0, 7)  # id 1 pads slot 7 too: either slot is the same token
+    assert torch.equal(bank.to_full(back), full)
+    bank.switch(_set("zh"))  # 1 and 7... 1 is absent from zh: slot 0 (one lost draft)
+    got = bank.to_full(bank.to_slots(full)).view(-1).tolist()
+    assert got == [7, 7, 0, 9]
 
 
-def test_remap_rows_carries_each_row_from_its_own_space(bank: DraftVocabBank) -> None:
-    # en map [1, 2, 3, 0], zh map [7, 8, 9, 0]; rows drafted in en, zh, en, zh
-    index = torch.tensor([[1], [0], [3], [2]])  # full ids: 2 (en), 7 (zh), 0 (en), 9 (zh)
-    got = bank.remap_rows(index, ["en", "zh", "en", "zh"], "zh")
-    assert got.tolist() == [[0], [0], [3], [2]]  # 2 absent in zh -> 0; 7 -> 0; 0 -> 3; 9 -> 2
-    got = bank.remap_rows(index, ["en", "zh", "en", "zh"], "en")
-    assert got.tolist() == [[1], [0], [3], [0]]  # 7, 9 absent in en -> 0; 0 -> slot 3
-    assert bank.remap_rows(index, ["zh"] * 4, "zh") is index  # nothing to carry
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drafting_quality_per_row(seed: int) -> None:
+    """One-language set: exactly the own map's argmax. Two-language set: every row's
+    choice scores at least its own map's best (its map is a subset of the slots)."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab, hidden, k = 64, 8, 10
+    rng = random.Random(seed)
+    maps = {"en": rng.sample(range(vocab), k), "zh": rng.sample(range(vocab), k)}
+    head = torch.randn(vocab, hidden, generator=gen)  # [V, H]
+    bank = DraftVocabBank(maps, head, default="en")
+    states = torch.randn(16, hidden, generator=gen)  # [B, H]
+    for lang in ("en", "zh"):
+        own = torch.tensor(maps[lang])
+        want = own[(states @ head[own].T).argmax(-1)]  # [B] the K-row map's drafts
+        bank.switch(_set(lang))
+        got = bank.to_full((states @ bank.active_head.T).argmax(-1))
+        assert torch.equal(got, want), lang
+    bank.switch(_set("en", "zh"))
+    got = bank.to_full((states @ bank.active_head.T).argmax(-1))
+    logits = states @ head.T  # [B, V]
+    for lang in ("en", "zh"):
+        best_own = logits[:, maps[lang]].max(-1).values
+        assert torch.all(logits.gather(1, got[:, None])[:, 0] >= best_own), lang
 
 
 @pytest.mark.parametrize(
-    ("maps", "default", "message"),
+    ("maps", "default", "rows", "message"),
     [
-        ({"en": [1, 2]}, "zh", "has no map"),
-        ({"en": [1, 2], "zh": [3]}, "en", "one size"),
-        ({"en": [1, 99]}, "en", r"\[0, 10\)"),
+        ({"en": [1, 2]}, "zh", None, "has no map"),
+        ({"en": [1, 2], "zh": [3]}, "en", None, "one size"),
+        ({"en": [1, 99]}, "en", None, r"\[0, 12\)"),
+        ({"en": [1, 2]}, "en", 1, r"\[K=2, V=12\], got 1"),
+        ({"en": [1, 2]}, "en", 13, r"got 13"),
     ],
 )
-def test_bad_bank_input(head: torch.Tensor, maps: dict, default: str, message: str) -> None:
+def test_bad_bank_input(
+    head: torch.Tensor, maps: dict[str, list[int]], default: str, rows: int | None, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
-        DraftVocabBank(maps, head, default)
+        DraftVocabBank(maps, head, default, rows)
+
+
+# --- language sets ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("langs", "current", "want"),
+    ("langs", "current", "max_langs", "want"),
     [
-        (["zh", "zh", "en"], "en", "zh"),  # majority
-        (["zh", "en"], "en", "en"),  # tie keeps the current language
-        (["zh", "en"], "zh", "zh"),
-        (["zh", "ja"], "en", "ja"),  # tie without the current one: smallest code
-        ([None, None, "zh"], "zh", "en"),  # unknown counts as the default
-        ([], "zh", "zh"),
+        (["zh", "zh", "en"], {"en"}, 2, {"en", "zh"}),  # both languages of a mixed batch
+        (["zh", "zh", "en"], {"en"}, 1, {"zh"}),  # one slot: the majority
+        (["zh", "en"], {"en"}, 1, {"en"}),  # tie keeps the current language
+        (["zh", "ja"], {"en"}, 1, {"ja"}),  # tie without the current one: code order
+        (["zh", "zh", "ja", "en", "en"], {"en", "ja"}, 2, {"en", "zh"}),  # top two
+        (["zh", "ja", "en"], {"en", "ja"}, 2, {"en", "ja"}),  # three-way tie: keep current
+        ([None, None, "zh"], {"zh"}, 1, {"en"}),  # unknown counts as the default
+        ([], {"zh"}, 2, {"zh"}),
     ],
 )
-def test_batch_language(langs: list[str | None], current: str, want: str) -> None:
-    assert batch_language(langs, current=current, default="en") == want
+def test_draft_set(
+    langs: list[str | None], current: set[str], max_langs: int, want: set[str]
+) -> None:
+    counts = language_counts(langs, "en")
+    assert draft_set(counts, current=frozenset(current), max_langs=max_langs) == want
+
+
+def test_prefill_set_keeps_a_set_that_covers_the_new_requests() -> None:
+    both = _set("en", "zh")
+    assert prefill_set(language_counts(["zh"], "en"), current=both, max_langs=2) == both
+    assert prefill_set(language_counts(["zh"], "en"), current=_set("en"), max_langs=2) == {"zh"}
+    got = prefill_set(language_counts(["ja", "zh"], "en"), current=both, max_langs=2)
+    assert got == {"ja", "zh"}
 
 
 def test_request_language_never_fails(caplog: pytest.LogCaptureFixture) -> None:
@@ -112,6 +213,19 @@ def test_request_language_never_fails(caplog: pytest.LogCaptureFixture) -> None:
             assert request_language(bad, supported) is None
             assert request_language(bad, supported) is None  # logged once per value
     assert len([r for r in caplog.records if "draft_lang" in r.getMessage()]) == 3
+
+
+def test_reported_bad_values_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(choice, "_reported", set())
+    with caplog.at_level(logging.WARNING):
+        for i in range(1000):
+            assert request_language({"draft_lang": f"bad-{i}!"}, {"en"}) is None
+    assert len(choice._reported) == choice.MAX_REPORTED + 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == choice.MAX_REPORTED + 1
+    assert "no longer reporting" in messages[-1]
 
 
 def test_version_guard(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,60 +270,116 @@ def test_artifact_maps(tmp_path: Path, tiny_source: Path) -> None:
         settings.artifact_maps(out)
 
 
+# --- hooks with fake workers ---------------------------------------------------------
+
+
 class _Req:
     def __init__(self, lang: str | None) -> None:
         self.sampling_params = SimpleNamespace(custom_params={"draft_lang": lang} if lang else None)
 
 
-def _worker(head: torch.Tensor) -> SimpleNamespace:
-    bank = DraftVocabBank({"en": [1, 2, 3, 0], "zh": [7, 8, 9, 0]}, head, default="en")
+def _worker(head: torch.Tensor, rows: int | None = None) -> SimpleNamespace:
+    bank = DraftVocabBank({"en": EN, "zh": ZH}, head, default="en", rows=rows)
     worker = SimpleNamespace(
-        _fastmtp_maps=settings.ArtifactMaps({}, "en", 4),
-        _fastmtp_counts={"batches": dict.fromkeys(bank.langs, 0), "switches": 0},
+        _fastmtp_maps=settings.ArtifactMaps({}, "en", 4), _fastmtp_counts=hooks._Counts()
     )
     setattr(worker, hooks.BANK_ATTR, bank)
     return worker
 
 
-def test_draft_hook_switches_and_remaps_the_carried_index(head: torch.Tensor) -> None:
-    worker = _worker(head)
-    bank = getattr(worker, hooks.BANK_ATTR)
-    # carried index in en space: slots [0, 3] = full ids [1, 0]
-    batch = SimpleNamespace(
-        reqs=[_Req("zh"), _Req("zh"), _Req("en")],
-        spec_info=SimpleNamespace(topk_index=torch.tensor([[0], [3], [1]])),
+def _batch(langs: list[str | None], full_ids: list[int]) -> SimpleNamespace:
+    index = torch.tensor(full_ids, dtype=torch.int64).view(-1, 1)  # [B, 1] carried full ids
+    return SimpleNamespace(
+        reqs=[_Req(x) for x in langs], spec_info=SimpleNamespace(topk_index=index)
     )
+
+
+def test_mixed_batch_drafts_over_both_maps(head: torch.Tensor) -> None:
+    worker = _worker(head)
+    bank: DraftVocabBank = getattr(worker, hooks.BANK_ATTR)
+    batch = _batch(["zh", "zh", "en"], [8, 0, 2])
     hooks.draft_before(worker, batch)
-    assert bank.active == "zh"
-    assert bank.active_ids.tolist() == [7, 8, 9, 0]
-    # full ids [1, 0, 2] in zh space: 1 and 2 absent -> 0, 0 is slot 3
-    assert batch.spec_info.topk_index.tolist() == [[0], [3], [0]]
-    assert worker._fastmtp_counts == {"batches": {"en": 0, "zh": 1}, "switches": 1}
-    hooks.draft_before(worker, batch)  # same language: no switch, index untouched
-    assert batch.spec_info.topk_index.tolist() == [[0], [3], [0]]
-    assert worker._fastmtp_counts == {"batches": {"en": 0, "zh": 2}, "switches": 1}
+    assert bank.active == _set("en", "zh")
+    # the carried full ids are now slots of the union: draft_forward maps them back
+    assert bank.to_full(batch.spec_info.topk_index).view(-1).tolist() == [8, 0, 2]
+    counts = worker._fastmtp_counts
+    assert (counts.batches, counts.rows, counts.off_map, counts.switches) == (
+        {"en+zh": 1}, {"en": 1, "zh": 2}, {}, 1
+    )  # fmt: skip
+    hooks.draft_before(worker, _batch(["en"], [3]))  # single language: exactly its own map
+    assert bank.active == _set("en")
+    assert counts.switches == 2
 
 
-def test_prefill_drafts_new_requests_in_their_language(head: torch.Tensor) -> None:
-    """A zh request joins a running en one: its first draft uses the zh map, and the
-    merged batch carries each row from the space it was drafted in."""
+def test_rows_off_their_map_are_counted(head: torch.Tensor) -> None:
+    worker = _worker(head, rows=4)  # K_u = K: one language per set (majority)
+    hooks.draft_before(worker, _batch(["zh", "zh", "en"], [8, 0, 2]))
+    counts = worker._fastmtp_counts
+    assert getattr(worker, hooks.BANK_ATTR).active == _set("zh")
+    assert (counts.rows, counts.off_map) == ({"en": 1, "zh": 2}, {"en": 1})
+
+
+def test_extend_outputs_become_full_ids(head: torch.Tensor) -> None:
+    """Prefill: switch to a set holding the new requests, draft, return full ids; decode
+    extend: full ids too. The next draft turns them into slots of whatever set is active."""
     worker = _worker(head)
-    bank = getattr(worker, hooks.BANK_ATTR)
-    running, new = _Req("en"), _Req("zh")
-    hooks.draft_before(worker, SimpleNamespace(reqs=[running], spec_info=None))
-    assert getattr(running, hooks.SPACE_ATTR) == "en"
-    hooks.prefill_before(worker, SimpleNamespace(reqs=[new]))
-    assert bank.active == "zh"  # the prefill's draft-extend uses the zh head
-    assert getattr(new, hooks.SPACE_ATTR) == "zh"
-    assert worker._fastmtp_counts["switches"] == 1
-    # merged batch: running row is en slot 3 (full id 0), new row is zh slot 1 (full id 8)
-    merged = SimpleNamespace(
-        reqs=[running, new], spec_info=SimpleNamespace(topk_index=torch.tensor([[3], [1]]))
+    bank: DraftVocabBank = getattr(worker, hooks.BANK_ATTR)
+    seen: list[frozenset[str]] = []
+
+    def extend(worker: Any, batch: Any) -> Any:
+        seen.append(bank.active)
+        return SimpleNamespace(topk_index=torch.tensor([[1]]))  # slot 1 of the active set
+
+    out = hooks.prefill_around(extend, worker, SimpleNamespace(reqs=[_Req("zh")]))
+    assert seen == [_set("zh")]
+    assert out.topk_index.tolist() == [[8]]  # zh slot 1 = full id 8
+    bank.switch(_set("en", "zh"))
+    out = hooks.prefill_around(extend, worker, SimpleNamespace(reqs=[_Req("zh")]))
+    assert seen[-1] == _set("en", "zh")  # a set covering zh is kept: no switch
+    assert out.topk_index.tolist() == [[7]]  # union slot 1 = full id 7
+    result = SimpleNamespace(next_draft_input=SimpleNamespace(topk_index=torch.tensor([[2], [0]])))
+    hooks.decode_extend_after(None, worker, None, result)
+    assert result.next_draft_input.topk_index.tolist() == [[2], [1]]
+
+
+def test_no_bank_leaves_everything_alone(head: torch.Tensor) -> None:
+    worker = SimpleNamespace()
+    batch = _batch(["zh"], [8])
+    hooks.draft_before(worker, batch)
+    assert batch.spec_info.topk_index.tolist() == [[8]]
+    out = hooks.prefill_around(
+        lambda w, b: SimpleNamespace(topk_index=torch.tensor([[5]])), worker, batch
     )
-    hooks.draft_before(worker, merged)  # tie en/zh: keep the current zh
-    assert bank.active == "zh"
-    assert merged.spec_info.topk_index.tolist() == [[3], [1]]  # full ids 0 and 8, zh slots
-    assert [getattr(r, hooks.SPACE_ATTR) for r in merged.reqs] == ["zh", "zh"]
+    assert out.topk_index.tolist() == [[5]]
+
+
+def test_a_bad_request_never_fails_the_batch(
+    head: torch.Tensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _worker(head)
+    bank: DraftVocabBank = getattr(worker, hooks.BANK_ATTR)
+    with caplog.at_level(logging.ERROR, logger="sglang_patch"):
+        for _ in range(2):
+            batch = _batch(["en"], [2, 9])
+            batch.reqs.append(SimpleNamespace())  # no sampling_params at all
+            hooks.draft_before(worker, batch)
+            # the carried ids still became slots (full id 9 is absent from en: slot 0 = 1)
+            assert bank.to_full(batch.spec_info.topk_index).view(-1).tolist() == [2, 1]
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1  # once
+
+
+def test_detection_never_fails_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastmtp_export.lang import LanguageDetector
+
+    monkeypatch.setattr(hooks, "_detector", lambda _dir: LanguageDetector(["en", "zh"]))
+    manager = SimpleNamespace(server_args=SimpleNamespace(speculative_draft_model_path="d"))
+    obj = SimpleNamespace(sampling_params={})
+    hooks.detect_before(manager, obj, "你好\ud800世界")  # a lone surrogate from JSON
+    assert obj.sampling_params["custom_params"] == {"draft_lang": "zh"}
+    obj = SimpleNamespace(sampling_params={})
+    broken = SimpleNamespace()  # no server_args: anything raising inside detection
+    hooks.detect_before(broken, obj, "hello")
+    assert obj.sampling_params == {}
 
 
 def test_draft_hook_logs_counters_periodically(
@@ -221,16 +391,158 @@ def test_draft_hook_logs_counters_periodically(
         for _ in range(hooks.LOG_EVERY):
             hooks.draft_before(worker, batch)
     lines = [r.getMessage() for r in caplog.records if "draft batches" in r.getMessage()]
-    assert lines == [f"fastmtp: draft batches en={hooks.LOG_EVERY}, zh=0; switches 0"]
+    assert lines == [
+        f"fastmtp: draft batches en={hooks.LOG_EVERY}; rows en={hooks.LOG_EVERY}; "
+        "rows off their map none; switches 0"
+    ]
 
 
-def test_sharded_head_is_refused_at_start_up() -> None:
-    runner = SimpleNamespace(
-        model=SimpleNamespace(lm_head=SimpleNamespace(weight=torch.zeros(5, 2))),
-        model_config=SimpleNamespace(vocab_size=10),
-    )
-    worker = SimpleNamespace(target_worker=SimpleNamespace(model_runner=runner))
-    with pytest.raises(RuntimeError, match="holds 5 of 10 lm_head rows.*--tp-size 1"):
-        hooks._refuse_sharded_head(worker)
-    runner.model_config.vocab_size = 5
-    hooks._refuse_sharded_head(worker)  # TP=1: fine
+class _HostTraffic(TorchDispatchMode):
+    """Records every op that touches a CPU tensor or reads a device value to the host.
+
+    With the bank on the ``meta`` device standing in for the GPU, any such op in the
+    draft path is a host-to-device copy (a tensor built from a Python list) or a sync.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        leaves = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        sync = func is torch.ops.aten._local_scalar_dense.default
+        if sync or any(t.device.type == "cpu" for t in leaves):
+            self.ops.append(str(func))
+        return out
+
+
+def test_draft_path_has_no_host_tensors_and_no_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = torch.empty(V, H, device="meta")  # [V, H] the "GPU" target head
+    worker = _worker(head)
+    bank: DraftVocabBank = getattr(worker, hooks.BANK_ATTR)
+    assert bank.active_head.device.type == "meta"
+
+    def batch(langs: list[str]) -> SimpleNamespace:
+        index = torch.zeros(len(langs), 1, dtype=torch.int64, device="meta")  # [B, 1]
+        return SimpleNamespace(
+            reqs=[_Req(x) for x in langs], spec_info=SimpleNamespace(topk_index=index)
+        )
+
+    def extend(worker: Any, b: Any) -> Any:
+        return SimpleNamespace(topk_index=torch.zeros(1, 1, dtype=torch.int64, device="meta"))
+
+    built: list[str] = []  # torch.tensor(list, device=GPU) copies host data without dispatch
+    for name in ("tensor", "as_tensor"):
+        factory = getattr(torch, name)
+
+        def record(*args: Any, _f: Any = factory, _n: str = name, **kwargs: Any) -> Any:
+            built.append(_n)
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, record)
+    with _HostTraffic() as probe:
+        for langs in (["en", "zh"], ["zh"], ["en", "zh", "zh"], ["en"]):  # every switch kind
+            hooks.prefill_around(extend, worker, SimpleNamespace(reqs=[_Req(langs[0])]))
+            hooks.draft_before(worker, batch(langs))
+            result = SimpleNamespace(next_draft_input=batch(langs).spec_info)
+            hooks.decode_extend_after(None, worker, None, result)
+    assert worker._fastmtp_counts.switches >= 4
+    assert (probe.ops, built) == ([], [])
+    with _HostTraffic() as control:  # the probes do see host data reaching the device
+        torch.ones(2).to("meta")
+        torch.tensor([1, 2], device="meta")
+    assert "aten._to_copy.default" in control.ops
+    assert built == ["tensor"]
+
+
+# --- settings and the start-up guard ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "want"), [(None, 256), ("", 256), ("128", 128), ("300", 300), ("1000", 1000)]
+)
+def test_draft_rows(monkeypatch: pytest.MonkeyPatch, value: str | None, want: int) -> None:
+    if value is None:
+        monkeypatch.delenv(settings.ROWS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(settings.ROWS_ENV, value)
+    assert settings.draft_rows(128, 2, 1000) == want
+
+
+@pytest.mark.parametrize("value", ["abc", "127", "1001", "2.5", "-1"])
+def test_bad_draft_rows_is_one_line(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(settings.ROWS_ENV, value)
+    with pytest.raises(FastMTPError) as err:
+        settings.draft_rows(128, 2, 1000)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"FASTMTP_DRAFT_ROWS={value!r}" in msg
+    assert "from K=128 to the vocabulary size 1000" in msg
+    assert "default 256" in msg
+
+
+def _server_args(model: Path, draft: Path | str | None, algo: str = "EAGLE") -> Any:
+    return SimpleNamespace(
+        speculative_algorithm=algo, model_path=str(model),
+        speculative_draft_model_path=None if draft is None else str(draft),
+    )  # fmt: skip
+
+
+def test_guard_refuses_a_base_without_mtp_tensors(
+    tmp_path: Path, tiny_source: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert settings.base_mtp_tensors(tiny_source) == 16
+    with caplog.at_level(logging.WARNING, logger="sglang_patch"):
+        hooks.guard_before(None, _server_args(tiny_source, None))
+        hooks.guard_before(None, _server_args(tiny_source, tiny_source))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    assert "serves the base checkpoint's own MTP head (16 tensors" in warned[0]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(tiny_source / "config.json", bare)
+    from safetensors.torch import save_file
+
+    save_file({"model.embed_tokens.weight": torch.zeros(2, 2)}, str(bare / "model.safetensors"))
+    assert settings.base_mtp_tensors(bare) == 0
+    with pytest.raises(RuntimeError, match="has no MTP tensors.*--speculative-draft-model-path"):
+        hooks.guard_before(None, _server_args(bare, None))
+    hooks.guard_before(None, _server_args(bare, None, algo="EAGLE3"))  # not an MTP draft
+    hooks.guard_before(None, _server_args(Path("org/hub-model"), None))  # cannot tell: quiet
+
+
+def test_guard_says_why_the_plugin_is_idle(
+    tmp_path: Path, tiny_source: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = tmp_path / "plain"
+    export_draft(tiny_source, plain)
+    with caplog.at_level(logging.INFO, logger="sglang_patch"):
+        hooks.guard_before(None, _server_args(tiny_source, "org/draft"))
+        hooks.guard_before(None, _server_args(tiny_source, tmp_path))
+        hooks.guard_before(None, _server_args(tiny_source, plain))
+    got = [r.getMessage() for r in caplog.records]
+    assert len(got) == 3
+    assert "plugin idle: draft path org/draft is not a local directory" in got[0]
+    assert "has no fastmtp.json" in got[1]
+    assert "carries no token maps" in got[2]
+
+
+def test_guard_refuses_an_artifact_on_a_bad_version_or_a_partial_hook_set(
+    tmp_path: Path, tiny_source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eos = json.loads((tiny_source / "config.json").read_text())["eos_token_id"]
+    save_token_map(tmp_path / "en.pt", [eos, 1, 2])
+    art = tmp_path / "draft"
+    export_draft(tiny_source, art, token_map=[f"en={tmp_path / 'en.pt'}"], default_lang="en")
+    args = _server_args(tiny_source, art)
+    monkeypatch.setattr(hooks, "missing_hooks", lambda: [])
+    hooks.guard_before(None, args)  # all hooks applied: fine
+    monkeypatch.setattr(hooks, "missing_hooks", lambda: [hooks.TARGETS["draft"]])
+    with pytest.raises(
+        RuntimeError, match="did not apply the plugin's hooks to .*EagleDraftWorker.draft"
+    ):
+        hooks.guard_before(None, args)
+    monkeypatch.setattr(hooks, "_version_problem", settings.version_problem("0.6.0"))
+    with pytest.raises(RuntimeError, match="supports SGLang 0.5.23, found 0.6.0"):
+        hooks.guard_before(None, args)
