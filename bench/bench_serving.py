@@ -1,14 +1,17 @@
-"""Serving benchmark: one mixed-language workload against four SGLang set-ups.
+"""Serving benchmark: one mixed-language workload against several SGLang set-ups.
 
 Each mode is its own ``python -m sglang.launch_server`` (started here, on loopback), fed
-the same prompts at batch 1 and at concurrency 8:
+the same prompts at batch 1 and at concurrency 8 and 32:
 
 - ``none``: no speculation. The baseline: speedups are ratios to it, at the same
   concurrency, measured in the same run.
 - ``full``: the K=3 chain with the full draft vocabulary (stock SGLang; sglang_patch off).
 - ``static``: the K=3 chain with one static ``--speculative-token-map`` (stock SGLang's
   only option; the artifact's default language unless ``--static-lang``).
-- ``plugin``: the K=3 chain with sglang_patch choosing each batch's language map.
+- ``plugin``: the K=3 chain with sglang_patch: each batch drafts over the union of its
+  languages' maps (K_u = 2K rows by default).
+- ``plugin-k``: sglang_patch with ``FASTMTP_DRAFT_ROWS=K``: one language per batch (its
+  majority), the design before the union buffer; the control for mixed batches.
 
 It reports output tokens per second, ``spec_accept_length`` per language (sum of
 completion tokens / sum of verify steps: SGLang's definition, bonus token included),
@@ -21,8 +24,8 @@ Prompts are JSONL records with ``lang`` and one of ``messages`` (sent to
 
 Usage:
   python bench/bench_serving.py --model BASE --draft ARTIFACT
-      [--prompts bench/prompts/mixed_en_zh.jsonl] [--modes none,full,static,plugin]
-      [--concurrency 1,8] [--max-new-tokens 256] [--ignore-eos] [--static-lang LANG]
+      [--prompts bench/prompts/mixed_en_zh.jsonl] [--modes none,full,static,plugin,plugin-k]
+      [--concurrency 1,8,32] [--max-new-tokens 256] [--ignore-eos] [--static-lang LANG]
       [--send-lang] [--server-args "--tp 1 ..."] [--json FILE] [--logs DIR]
 """
 
@@ -48,7 +51,8 @@ from fastmtp_export.launch import sglang_command
 from fastmtp_export.manifest import Manifest, load
 
 HERE = Path(__file__).resolve().parent
-MODES = ("none", "full", "static", "plugin")
+MODES = ("none", "full", "static", "plugin", "plugin-k")
+PLUGIN_MODES = ("plugin", "plugin-k")
 #: sglang_patch's start-up line (sglang_patch/hooks.py): proves the plugin served the run
 PLUGIN_ACTIVE = "per-language draft vocabulary active"
 
@@ -124,10 +128,14 @@ def mode_launch(
         if lang not in maps.languages:
             raise SystemExit(f"--static-lang {lang}: the artifact has {sorted(maps.languages)}")
         args[-1] = str(draft / maps.languages[lang].file)
-    if mode == "plugin":
+    if mode in PLUGIN_MODES:
         if manifest.token_maps is None:
-            raise SystemExit(f"{draft} ships no token maps: drop 'plugin' from --modes")
+            raise SystemExit(f"{draft} ships no token maps: drop '{mode}' from --modes")
         del env["FASTMTP_SGLANG_PATCH"]
+        if mode == "plugin-k":
+            env["FASTMTP_DRAFT_ROWS"] = str(manifest.token_maps.size)
+        else:
+            env.pop("FASTMTP_DRAFT_ROWS", None)
     return args, env
 
 
@@ -258,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--draft", type=Path, required=True, help="fastmtp-export artifact dir")
     ap.add_argument("--prompts", type=Path, default=HERE / "prompts" / "mixed_en_zh.jsonl")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--ignore-eos", action="store_true", help="every request runs to length")
     ap.add_argument("--static-lang", help="the static mode's map (default: the artifact's)")
@@ -304,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"error: mode {mode}: {exc}", file=sys.stderr)
             return 1
-        if mode == "plugin" and not runs[-1].plugin_active:
+        if mode in PLUGIN_MODES and not runs[-1].plugin_active:
             print(
                 f"warning: sglang_patch did not announce itself in {log} (is the package "
                 "installed in SGLang's environment? --log-level below info hides it)",

@@ -3,9 +3,10 @@
 SGLang's draft slices the target ``lm_head`` once with one map (``hot_token_id`` [K],
 head [K, H]) and CUDA graphs capture those pointers and that width. The bank instead
 keeps one *active* buffer of ``rows`` (K_u) slots, by default 2K, holding the union of
-the maps of the languages in the current batch (the top ``rows // K`` by request count).
-Every request whose language is in the set then drafts over a superset of its own map,
-so a mixed batch no longer drafts its minority with the majority's map.
+the maps of the languages in the current batch (its most frequent languages whose maps'
+union fits in K_u: two by default, more when maps overlap). Every request whose language
+is in the set then drafts over a superset of its own map, so a mixed batch no longer
+drafts its minority with the majority's map.
 
 - Switching copies into the same buffers (``hot_token_id`` [K_u], head [K_u, H], and the
   inverse [V]), so addresses never change and captured graphs stay valid; graphs always
@@ -30,6 +31,9 @@ from itertools import combinations
 import torch
 
 LangSet = frozenset[str]
+#: the start-up table of every language set's slots is capped at this many bytes; sets
+#: of more languages than fit are not offered (their batches draft with fewer languages)
+MAX_TABLE_BYTES = 64 * 2**20
 
 
 def default_rows(size: int, n_langs: int, vocab: int) -> int:
@@ -102,14 +106,12 @@ class DraftVocabBank:
         self.langs: tuple[str, ...] = tuple(sorted(maps))
         self.size = size
         self.rows = rows
-        #: how many languages one active set holds: as many whole maps as fit in K_u
-        self.max_langs = max(1, min(len(self.langs), rows // size))
         self.head = head
         device = head.device
-        sets = [
-            frozenset(c) for n in range(1, self.max_langs + 1) for c in combinations(self.langs, n)
-        ]
+        sets = _fitting_sets(maps, self.langs, rows)
+        #: every language set the active buffer can hold: each union fits in K_u whole
         self.sets: dict[LangSet, int] = {s: i for i, s in enumerate(sets)}
+        self.max_langs = max(len(s) for s in sets)
         # [S, K_u] the slots' full ids of every language set (int32: V < 2^31), built once
         self.table = torch.tensor(
             [union_ids(maps, sorted(s), rows) for s in sets], dtype=torch.int32, device=device
@@ -160,6 +162,27 @@ class DraftVocabBank:
         that one draft, never correctness.
         """
         return self.inverse[full_ids]
+
+
+def _fitting_sets(
+    maps: Mapping[str, Sequence[int]], langs: Sequence[str], rows: int
+) -> list[LangSet]:
+    """Every language, then every set of 2, 3, ... languages whose maps' union fits in ``rows``.
+
+    A superset's union is never smaller, so the search stops at the first size where no
+    set fits, or where the table would pass :data:`MAX_TABLE_BYTES`.
+    """
+    found = [frozenset({lang}) for lang in langs]
+    for n in range(2, len(langs) + 1):
+        fit = [
+            frozenset(c)
+            for c in combinations(langs, n)
+            if len(set().union(*(maps[lang] for lang in c))) <= rows
+        ]
+        if not fit or (len(found) + len(fit)) * rows * 4 > MAX_TABLE_BYTES:
+            break
+        found += fit
+    return found
 
 
 def set_label(langs: LangSet) -> str:

@@ -4,16 +4,16 @@ Pure functions, no SGLang import. A request's language is
 ``custom_params["draft_lang"]`` (given by the client or filled in by detection on the
 tokenizer manager). Bad values never fail a request: each distinct bad value is logged
 once (up to :data:`MAX_REPORTED` of them) and treated as unknown, which drafts as the
-default language. A batch drafts with the set of its most frequent languages, as many
-as the bank's active buffer holds (two by default), so every request of a two-language
-batch drafts over its own map.
+default language. A batch drafts with the set of its most frequent languages that the
+bank's active buffer holds (two by default), so every request of a two-language batch
+drafts over its own map.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Container, Iterable
 
 from fastmtp_export.lang import normalize_lang
 
@@ -57,19 +57,24 @@ def language_counts(langs: Iterable[str | None], default: str) -> Counter[str]:
     return Counter(lang or default for lang in langs)
 
 
-def draft_set(counts: Counter[str], *, current: frozenset[str], max_langs: int) -> frozenset[str]:
-    """The ``max_langs`` most frequent languages of a batch.
+def draft_set(
+    counts: Counter[str], *, current: frozenset[str], sets: Container[frozenset[str]]
+) -> frozenset[str]:
+    """The largest set of a batch's most frequent languages that is one of ``sets``.
 
     Ties prefer languages of ``current`` (no needless switch), then code order
     (deterministic). An empty batch keeps ``current``.
     """
-    if not counts:
-        return current
     ranked = sorted(counts, key=lambda lang: (-counts[lang], lang not in current, lang))
-    return frozenset(ranked[:max_langs])
+    for n in range(len(ranked), 0, -1):
+        if (langs := frozenset(ranked[:n])) in sets:
+            return langs
+    return current
 
 
-def prefill_set(counts: Counter[str], *, current: frozenset[str], max_langs: int) -> frozenset[str]:
+def prefill_set(
+    counts: Counter[str], *, current: frozenset[str], sets: Container[frozenset[str]]
+) -> frozenset[str]:
     """The set for a prefill's draft-extend: ``current`` when it holds every new language.
 
     Only the new requests are in a prefill batch; keeping a set that already covers them
@@ -78,4 +83,4 @@ def prefill_set(counts: Counter[str], *, current: frozenset[str], max_langs: int
     """
     if set(counts) <= current:
         return current
-    return draft_set(counts, current=current, max_langs=max_langs)
+    return draft_set(counts, current=current, sets=sets)

@@ -338,7 +338,7 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     if reqs:
         try:
             counts = _languages(worker, bank, reqs)
-            _switch(worker, bank, draft_set(counts, current=bank.active, max_langs=bank.max_langs))
+            _switch(worker, bank, draft_set(counts, current=bank.active, sets=bank.sets))
             _count(worker, bank, counts)
         except Exception:  # a request's odd params must not fail the batch
             _failed_once("choosing the draft language")
@@ -355,7 +355,7 @@ def prefill_around(original: Any, worker: Any, batch: Any, *args: Any, **kwargs:
     if bank is not None and batch is not None and getattr(batch, "reqs", None):
         try:
             counts = _languages(worker, bank, batch.reqs)
-            langs = prefill_set(counts, current=bank.active, max_langs=bank.max_langs)
+            langs = prefill_set(counts, current=bank.active, sets=bank.sets)
             _switch(worker, bank, langs)
         except Exception:
             _failed_once("choosing the prefill's draft language")

@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from fastmtp_export.cli import app
@@ -42,6 +46,7 @@ from .sglang_lane.server import (
     BENCH,
     CHAIN_FLAGS,
     CPU_FLAGS,
+    LANE,
     Server,
     lane_env,
     sglang_import_problem,
@@ -62,6 +67,7 @@ class Lane:
     random_draft: Path
     noisy: Path
     noisy_draft: Path
+    overlap_draft: Path
     perm: list[int]
 
 
@@ -89,9 +95,17 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     # the time, so acceptance is partial (the eval cross-check's discriminating case)
     noisy = write_target(root / "noisy", oracle=True, residual=2.0)
     noisy_draft = export_cli(noisy, root / "noisy-draft")
+    # maps that overlap, as real ones do: each language's own ids, then 32 of the other's
+    save_token_map(root / "en-overlap.pt", [*EN, *ZH[:32]])
+    save_token_map(root / "zh-overlap.pt", [*ZH, EOS, *EN[1:33]])
+    overlap_draft = export_cli(
+        oracle, root / "overlap-draft", "--token-map", f"en={root / 'en-overlap.pt'}",
+        "--token-map", f"zh={root / 'zh-overlap.pt'}", "--default-lang", "en",
+    )  # fmt: skip
     return Lane(
-        root, oracle, oracle_draft, rnd, random_draft, noisy, noisy_draft, chain_permutation(0)
-    )
+        root, oracle, oracle_draft, rnd, random_draft, noisy, noisy_draft, overlap_draft,
+        chain_permutation(0),
+    )  # fmt: skip
 
 
 def _oracle_cases(perm: list[int]) -> list[Case]:
@@ -125,23 +139,24 @@ def _concurrently(
     server: Server,
     cases: list[Case],
     params: Callable[[Case], dict[str, Any]] = lambda _case: {},
+    workers: int | None = None,
 ) -> dict[Case, dict[str, Any]]:
-    """Every case as its own concurrent request; ``params`` adds sampling params per case."""
-    results: dict[Case, dict[str, Any]] = {}
-    errors: list[BaseException] = []
+    """Every case as its own request, ``workers`` in flight (default: all at once).
 
-    def one(case: Case) -> None:
-        try:
-            results[case] = server.generate(list(case[0]), case[1], **params(case))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(c,)) for c in cases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    ``params`` adds sampling params per case. Every case sent must come back: a missing
+    result fails, not only a wrong one.
+    """
+    with ThreadPoolExecutor(max_workers=workers or len(cases)) as pool:
+        futures = {
+            case: pool.submit(server.generate, list(case[0]), case[1], **params(case))
+            for case in cases
+        }
+        done, pending = wait(futures.values(), timeout=300)
+    errors = [f.exception() for f in done if f.exception() is not None]
     assert not errors, errors
+    results = {case: f.result() for case, f in futures.items() if f in done}
+    missing = [c for c in cases if c not in results]
+    assert not missing, f"{len(missing)} of {len(cases)} requests got no result: {missing[:3]}"
     return results
 
 
@@ -434,7 +449,10 @@ class TestLanguageAwarePlugin:
             assert doc["meta_info"]["spec_accept_length"] >= 3.5, (self._lang(c), doc["meta_info"])
         assert {self._lang(c) for c in cases} == {"en", "zh"}
         log = server.log.read_text(errors="replace")
-        assert "per-language draft vocabulary active: languages en,zh, K=128, default en" in log
+        assert (
+            "per-language draft vocabulary active: languages en,zh, K=128, draft rows K_u=256 "
+            "(FASTMTP_DRAFT_ROWS), up to 2 languages per batch, default en" in log
+        )
 
     def test_unknown_or_bad_language_uses_the_default(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
@@ -477,6 +495,204 @@ class TestLanguageAwarePlugin:
         )
         assert len(results) == len(cases)
         _assert_parity(results, oracle_plain)
+
+
+def _mixed_cases(perm: list[int]) -> list[Case]:
+    """16 English and 16 Chinese prompts, interleaved, each running the full 32 tokens."""
+    rng = random.Random(17)
+    by_lang: list[list[Case]] = [[], []]
+    for cases, ids in zip(by_lang, (EN[1:], ZH), strict=True):
+        while len(cases) < 16:
+            prompt = tuple(rng.sample(ids, rng.randint(2, 8)))
+            chain = greedy_chain(prompt[-1], 32, perm)
+            if len(chain) == 32 and EOS not in chain and (prompt, 32) not in cases:
+                cases.append((prompt, 32))
+    return [c for pair in zip(*by_lang, strict=True) for c in pair]
+
+
+@pytest.fixture(scope="session")
+def mixed_plain(lane: Lane) -> dict[Case, dict[str, Any]]:
+    """Non-speculative greedy outputs of the mixed-traffic cases."""
+    return _reference(lane, lane.oracle, _mixed_cases(lane.perm))
+
+
+def _lang_of(case: Case) -> str:
+    return "en" if case[0][0] in EN else "zh"
+
+
+def _with_lang(case: Case) -> dict[str, Any]:
+    return {"custom_params": {"draft_lang": _lang_of(case)}}
+
+
+def _tau_per_lang(docs: dict[Case, dict[str, Any]]) -> dict[str, float]:
+    return {
+        lang: _sglang_tau([d for c, d in docs.items() if _lang_of(c) == lang])
+        for lang in ("en", "zh")
+    }
+
+
+def _metric_values(server: Server) -> dict[str, float]:
+    status, body = server.get("/metrics")
+    assert status == 200
+    values: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("fastmtp:"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def _traffic(server: Server, cases: list[Case]) -> dict[str, dict[Case, dict[str, Any]]]:
+    """Batch 1 one language at a time (the reference), batch 1 alternating, 8 and 32 in flight."""
+    return {
+        "batch 1 alone": {
+            c: server.generate(list(c[0]), c[1], **_with_lang(c))
+            for c in sorted(cases, key=_lang_of)
+        },
+        "batch 1 alternating": {
+            c: server.generate(list(c[0]), c[1], **_with_lang(c)) for c in cases
+        },
+        "concurrency 8": _concurrently(server, cases, _with_lang, workers=8),
+        "concurrency 32": _concurrently(server, cases, _with_lang),
+    }
+
+
+@pytest.fixture(scope="class", params=["disjoint maps", "overlapping maps"])
+def mixed_spec(request: pytest.FixtureRequest, lane: Lane) -> Iterator[Server]:
+    draft = lane.oracle_draft if request.param == "disjoint maps" else lane.overlap_draft
+    yield from _spec(lane, lane.oracle, draft, "--enable-metrics", env={})
+
+
+class TestMixedLanguageTraffic:
+    """Concurrent en/zh traffic: every request drafts at its own language's acceptance."""
+
+    def test_each_language_keeps_its_batch1_acceptance(
+        self, mixed_spec: Server, mixed_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        runs = _traffic(mixed_spec, list(mixed_plain))
+        alone = _tau_per_lang(runs["batch 1 alone"])
+        assert min(alone.values()) >= 3.8, alone  # the oracle accepts nearly every draft
+        for name, docs in runs.items():
+            _assert_parity(docs, mixed_plain)
+            tau = _tau_per_lang(docs)
+            for lang in ("en", "zh"):
+                assert tau[lang] >= 0.95 * alone[lang], (name, lang, tau, alone)
+        values = _metric_values(mixed_spec)
+        assert values.get('fastmtp:draft_batches_total{lang="en+zh"}', 0) > 0, values  # mixed
+        assert values['fastmtp:draft_rows_total{lang="zh"}'] > 0, values
+        off_map = {k: v for k, v in values.items() if k.startswith("fastmtp:draft_rows_off_map")}
+        assert all(v == 0 for v in off_map.values()), off_map
+
+
+@pytest.fixture(scope="class")
+def majority_spec(lane: Lane) -> Iterator[Server]:
+    """K_u = K: one language per batch, the previous (majority-language) design."""
+    yield from _spec(
+        lane, lane.oracle, lane.oracle_draft, "--enable-metrics",
+        env={"FASTMTP_DRAFT_ROWS": "128"},
+    )  # fmt: skip
+
+
+class TestOneLanguagePerBatchLosesTheMinority:
+    """The same traffic with K_u = K: the loss the union buffer removes (the test's control)."""
+
+    def test_minority_rows_lose_acceptance(
+        self, majority_spec: Server, mixed_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        cases = list(mixed_plain)
+        alone = _tau_per_lang(
+            {c: majority_spec.generate(list(c[0]), c[1], **_with_lang(c)) for c in cases}
+        )
+        mixed = _concurrently(majority_spec, cases, _with_lang)
+        _assert_parity(mixed, mixed_plain)
+        tau = _tau_per_lang(mixed)
+        assert min(tau[lang] / alone[lang] for lang in tau) < 0.95, (tau, alone)
+        values = _metric_values(majority_spec)
+        off_map = sum(v for k, v in values.items() if k.startswith("fastmtp:draft_rows_off_map"))
+        assert off_map > 0, values
+
+
+STARTUP_FAULTS = LANE / "startup_faults"
+
+
+def _refused(workdir: Path, model: Path, *extra: str, env: dict[str, str]) -> list[str]:
+    """Launch a server that must refuse to start; the log lines naming why."""
+    with (
+        pytest.raises(RuntimeError, match="sglang exited with"),
+        sglang_server(model, workdir, *CHAIN_FLAGS, *extra, env=env),
+    ):
+        pass
+    log = "\n".join(p.read_text(errors="replace") for p in workdir.glob("server-*.log"))
+    return [line for line in log.splitlines() if line.startswith("RuntimeError: fastmtp")]
+
+
+def _faults(**faults: str) -> dict[str, str]:
+    return {"PYTHONPATH": f"{STARTUP_FAULTS}:{lane_env()['PYTHONPATH']}", **faults}
+
+
+class TestStartupRefusals:
+    """The plugin fails loudly at start-up, or not at all (a real server each)."""
+
+    def test_artifact_on_an_unsupported_sglang_stops_the_server(
+        self, lane: Lane, tmp_path: Path
+    ) -> None:
+        lines = _refused(
+            tmp_path, lane.oracle, "--speculative-draft-model-path", str(lane.oracle_draft),
+            env=_faults(FASTMTP_LANE_FAKE_SGLANG_VERSION="0.6.0"),
+        )  # fmt: skip
+        assert lines, "no refusal line in the log"
+        assert "supports SGLang 0.5.23, found 0.6.0" in lines[0]
+        assert "FASTMTP_SGLANG_PATCH=0" in lines[0]
+
+    def test_partial_hook_set_stops_the_server(self, lane: Lane, tmp_path: Path) -> None:
+        lines = _refused(
+            tmp_path, lane.oracle, "--speculative-draft-model-path", str(lane.oracle_draft),
+            env=_faults(FASTMTP_LANE_UNHOOKABLE="EagleDraftWorker.draft"),
+        )  # fmt: skip
+        assert lines, "no refusal line in the log"
+        assert "did not apply the plugin's hooks to " in lines[0]
+        assert "eagle_worker_v2.EagleDraftWorker.draft " in lines[0]
+
+    def test_draft_from_a_base_without_mtp_tensors_stops_the_server(
+        self, lane: Lane, tmp_path: Path
+    ) -> None:
+        base = tmp_path / "no-mtp"
+        base.mkdir()
+        for name in ("config.json", "generation_config.json"):
+            shutil.copy(lane.oracle / name, base / name)
+        with safe_open(str(lane.oracle / "model.safetensors"), "pt") as f:
+            names = [k for k in f.keys() if ".mtp_layers." not in k]  # noqa: SIM118
+            trunk = {k: f.get_tensor(k) for k in names}
+        save_file(trunk, str(base / "model.safetensors"), metadata={"format": "pt"})
+        lines = _refused(tmp_path / "logs", base, env={})  # no --speculative-draft-model-path
+        assert lines, "no refusal line in the log"
+        assert f"the base checkpoint {base} has no MTP tensors" in lines[0]
+
+    def test_draft_from_a_base_with_mtp_tensors_warns(
+        self, lane: Lane, tmp_path: Path, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        with sglang_server(lane.oracle, tmp_path, *CHAIN_FLAGS, env={}) as server:
+            case = _full_length(oracle_plain, 32)[0]
+            doc = server.generate(list(case[0]), case[1])
+            log = server.log.read_text(errors="replace")
+        assert doc["output_ids"] == oracle_plain[case]["output_ids"]
+        assert doc["meta_info"]["spec_accept_length"] >= 3.5  # the base's own (oracle) head
+        assert "SGLang serves the base checkpoint's own MTP head (16 tensors" in log
+
+    def test_rejection_sampling_leaves_the_plugin_idle(
+        self, lane: Lane, tmp_path: Path, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        with sglang_server(
+            lane.oracle, tmp_path, *CHAIN_FLAGS, "--speculative-draft-model-path",
+            str(lane.oracle_draft), "--speculative-use-rejection-sampling", env={},
+        ) as server:  # fmt: skip
+            cases = _full_length(oracle_plain, 32)
+            got = {c: server.generate(list(c[0]), c[1], **_with_lang(c)) for c in cases}
+            log = server.log.read_text(errors="replace")
+        _assert_parity(got, oracle_plain)
+        assert "rejection sampling" in log
+        assert "plugin idle" in log
+        assert "per-language draft vocabulary active" not in log
 
 
 @pytest.fixture(scope="class")
@@ -544,9 +760,9 @@ class TestExplicitTokenMapWins:
 
 
 class TestServingBenchmark:
-    """bench/bench_serving.py end to end: four real servers, one mixed en/zh workload."""
+    """bench/bench_serving.py end to end: five real servers, one mixed en/zh workload."""
 
-    def test_four_modes_on_the_oracle(self, lane: Lane, tmp_path: Path) -> None:
+    def test_five_modes_on_the_oracle(self, lane: Lane, tmp_path: Path) -> None:
         rng = random.Random(11)
         prompts = tmp_path / "prompts.jsonl"
         with prompts.open("w", encoding="utf-8") as fh:
@@ -569,6 +785,7 @@ class TestServingBenchmark:
             [sys.executable, str(BENCH / "bench_serving.py"), "--model", str(lane.oracle),
              "--draft", str(lane.oracle_draft), "--prompts", str(prompts),
              "--max-new-tokens", "32", "--server-args", shlex.join(flags),
+             "--concurrency", "1,8",
              "--logs", str(tmp_path / "logs"), "--json", str(out)],
             env=lane_env(), capture_output=True, text=True, timeout=1500, check=False,
         )  # fmt: skip
@@ -577,14 +794,15 @@ class TestServingBenchmark:
         runs = {
             (row["mode"], row["concurrency"]): row for row in json.loads(out.read_text())["runs"]
         }
-        assert set(runs) == {(m, c) for m in ("none", "full", "static", "plugin") for c in (1, 8)}
+        modes = ("none", "full", "static", "plugin", "plugin-k")
+        assert set(runs) == {(m, c) for m in modes for c in (1, 8)}
 
         def tau(mode: str, conc: int, lang: str) -> float:
             value: float = runs[mode, conc]["languages"][lang]["accept_length"]
             return value
 
         for (mode, conc), row in runs.items():
-            assert row["plugin_active"] == (mode == "plugin"), (mode, conc)
+            assert row["plugin_active"] == mode.startswith("plugin"), (mode, conc)
             assert row["output_tokens"] > 12 * 16
             if mode == "none":
                 continue
@@ -605,5 +823,10 @@ class TestServingBenchmark:
             assert min(position) >= 0.9, position
         assert tau("static", 1, "en") >= 3.8
         assert tau("static", 1, "zh") <= 1.2  # the static en map loses every zh draft
-        # mixed batches of 8 draft in one language: the plugin still beats the static map
-        assert runs["plugin", 8]["all"]["accept_length"] > runs["static", 8]["all"]["accept_length"]
+        # mixed batches of 8: the union keeps both languages at their batch-1 acceptance;
+        # one language per batch (plugin-k, K_u = K) loses the minority's drafts
+        for lang in ("en", "zh"):
+            assert tau("plugin", 8, lang) >= 0.95 * tau("plugin", 1, lang), runs["plugin", 8]
+        overall = {m: runs[m, 8]["all"]["accept_length"] for m in ("plugin", "plugin-k", "static")}
+        assert overall["plugin-k"] < 0.9 * overall["plugin"], overall
+        assert overall["plugin-k"] > overall["static"], overall

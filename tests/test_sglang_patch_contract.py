@@ -31,13 +31,12 @@ print(json.dumps(out))
 """
 
 REFUSAL = r"""
-import sglang
+import json, sglang
 sglang.__version__ = "0.6.0"
-from sglang_patch import plugin
-try:
-    plugin.register()
-except RuntimeError as exc:
-    print("refused:", exc)
+from sglang_patch import hooks, plugin
+from sglang.srt.plugins.hook_registry import HookRegistry
+plugin.register()  # must not raise: SGLang would only log it
+print(json.dumps({"registered": sorted(HookRegistry._hooks), "problem": hooks._version_problem}))
 """
 
 
@@ -54,19 +53,22 @@ def _run(code: str, **env: str) -> str:
 
 def test_hooked_seams_exist_and_load_plugins_applies_them() -> None:
     out = json.loads(_run(CONTRACT))
+    assert out["targets"]["guard"][:3] == ["self", "server_args", "port_args"]
     assert out["targets"]["init_token_map"] == ["self"]
     assert out["targets"]["init_lm_head"] == ["self"]
     assert out["targets"]["draft"][:2] == ["self", "batch"]
     assert out["targets"]["prefill"][:2] == ["self", "batch"]
+    assert out["targets"]["decode_extend"][:3] == ["self", "batch", "batch_result"]
     assert out["targets"]["detect"][:4] == ["self", "obj", "input_text", "input_ids"]
     assert out["entry_point"] == "sglang_patch.plugin:register"
-    assert len(out["patched"]) == len(out["targets"]) == 5, out  # entry point ran, hooks applied
+    assert len(out["patched"]) == len(out["targets"]) == 7, out  # entry point ran, hooks applied
 
 
-def test_unsupported_sglang_is_refused_with_one_line() -> None:
-    line = _run(REFUSAL)
-    assert line.startswith("refused: fastmtp sglang_patch supports SGLang 0.5.23, found 0.6.0")
-    assert "FASTMTP_SGLANG_PATCH=0" in line
+def test_unsupported_sglang_registers_only_the_refusing_guard() -> None:
+    out = json.loads(_run(REFUSAL))
+    assert out["registered"] == ["sglang.srt.managers.scheduler.Scheduler.__init__"]
+    assert out["problem"].startswith("fastmtp sglang_patch supports SGLang 0.5.23, found 0.6.0")
+    assert "FASTMTP_SGLANG_PATCH=0" in out["problem"]
 
 
 def test_kill_switch_registers_nothing() -> None:

@@ -77,8 +77,16 @@ def test_bank_table_holds_every_language_set(head: torch.Tensor) -> None:
     assert bank.active == _set("zh")
     assert bank.active_ids.tolist() == ZH + ZH
     # K_u = K holds one language per set: the old majority-language behaviour
-    assert DraftVocabBank(maps, head, default="en", rows=4).max_langs == 1
+    assert set(DraftVocabBank(maps, head, default="en", rows=4).sets) == {
+        _set("en"),
+        _set("ja"),
+        _set("zh"),
+    }
     assert DraftVocabBank(maps, head, default="en", rows=12).max_langs == 3
+    # overlapping maps: a pair fits in fewer than 2K rows (union 7 of 8 ids)
+    two = {"en": EN, "zh": ZH}
+    assert DraftVocabBank(two, head, default="en", rows=7).max_langs == 2
+    assert DraftVocabBank(two, head, default="en", rows=6).max_langs == 1
 
 
 def test_default_rows() -> None:
@@ -174,31 +182,37 @@ def test_bad_bank_input(
 # --- language sets ---------------------------------------------------------------------
 
 
+PAIRS = {_set(x) for x in ("en", "ja", "zh")} | {_set("en", "zh"), _set("en", "ja")}
+SINGLES = {_set(x) for x in ("en", "ja", "zh")}
+
+
 @pytest.mark.parametrize(
-    ("langs", "current", "max_langs", "want"),
+    ("langs", "current", "sets", "want"),
     [
-        (["zh", "zh", "en"], {"en"}, 2, {"en", "zh"}),  # both languages of a mixed batch
-        (["zh", "zh", "en"], {"en"}, 1, {"zh"}),  # one slot: the majority
-        (["zh", "en"], {"en"}, 1, {"en"}),  # tie keeps the current language
-        (["zh", "ja"], {"en"}, 1, {"ja"}),  # tie without the current one: code order
-        (["zh", "zh", "ja", "en", "en"], {"en", "ja"}, 2, {"en", "zh"}),  # top two
-        (["zh", "ja", "en"], {"en", "ja"}, 2, {"en", "ja"}),  # three-way tie: keep current
-        ([None, None, "zh"], {"zh"}, 1, {"en"}),  # unknown counts as the default
-        ([], {"zh"}, 2, {"zh"}),
+        (["zh", "zh", "en"], {"en"}, PAIRS, {"en", "zh"}),  # both languages of a mixed batch
+        (["zh", "zh", "en"], {"en"}, SINGLES, {"zh"}),  # one per set: the majority
+        (["zh", "en"], {"en"}, SINGLES, {"en"}),  # tie keeps the current language
+        (["zh", "ja"], {"en"}, SINGLES, {"ja"}),  # tie without the current one: code order
+        (["zh", "zh", "ja", "en", "en"], {"en", "ja"}, PAIRS, {"en", "zh"}),  # top two
+        (["zh", "ja", "en"], {"en", "ja"}, PAIRS, {"en", "ja"}),  # three-way tie: keep current
+        (["ja", "ja", "zh"], {"en"}, PAIRS, {"ja"}),  # {ja, zh} does not fit: the majority
+        ([None, None, "zh"], {"zh"}, SINGLES, {"en"}),  # unknown counts as the default
+        ([], {"zh"}, PAIRS, {"zh"}),
     ],
 )
 def test_draft_set(
-    langs: list[str | None], current: set[str], max_langs: int, want: set[str]
+    langs: list[str | None], current: set[str], sets: set[frozenset[str]], want: set[str]
 ) -> None:
     counts = language_counts(langs, "en")
-    assert draft_set(counts, current=frozenset(current), max_langs=max_langs) == want
+    assert draft_set(counts, current=frozenset(current), sets=sets) == want
 
 
 def test_prefill_set_keeps_a_set_that_covers_the_new_requests() -> None:
     both = _set("en", "zh")
-    assert prefill_set(language_counts(["zh"], "en"), current=both, max_langs=2) == both
-    assert prefill_set(language_counts(["zh"], "en"), current=_set("en"), max_langs=2) == {"zh"}
-    got = prefill_set(language_counts(["ja", "zh"], "en"), current=both, max_langs=2)
+    sets = PAIRS | {_set("ja", "zh")}
+    assert prefill_set(language_counts(["zh"], "en"), current=both, sets=sets) == both
+    assert prefill_set(language_counts(["zh"], "en"), current=_set("en"), sets=sets) == {"zh"}
+    got = prefill_set(language_counts(["ja", "zh"], "en"), current=both, sets=sets)
     assert got == {"ja", "zh"}
 
 
