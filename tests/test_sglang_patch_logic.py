@@ -510,7 +510,7 @@ def test_guard_refuses_a_base_without_mtp_tensors(
     with caplog.at_level(logging.WARNING, logger="sglang_patch"):
         hooks.guard_before(None, _server_args(tiny_source, None))
         hooks.guard_before(None, _server_args(tiny_source, tiny_source))
-    warned = [r.getMessage() for r in caplog.records]
+    warned = [r.getMessage() for r in caplog.records if r.name == "sglang_patch"]
     assert len(warned) == 2
     assert "serves the base checkpoint's own MTP head (16 tensors" in warned[0]
     bare = tmp_path / "bare"
@@ -535,7 +535,7 @@ def test_guard_says_why_the_plugin_is_idle(
         hooks.guard_before(None, _server_args(tiny_source, "org/draft"))
         hooks.guard_before(None, _server_args(tiny_source, tmp_path))
         hooks.guard_before(None, _server_args(tiny_source, plain))
-    got = [r.getMessage() for r in caplog.records]
+    got = [r.getMessage() for r in caplog.records if r.name == "sglang_patch"]
     assert len(got) == 3
     assert "plugin idle: draft path org/draft is not a local directory" in got[0]
     assert "has no fastmtp.json" in got[1]

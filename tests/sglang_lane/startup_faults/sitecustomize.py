@@ -23,13 +23,16 @@ if _VERSION:
     sglang.__version__ = _VERSION
 
 if _UNHOOKABLE:
+    from typing import Any
+
     from sglang.srt.plugins.hook_registry import HookRegistry
 
-    _apply = HookRegistry._apply_target.__func__  # type: ignore[attr-defined]
+    _apply: Any = getattr(HookRegistry._apply_target, "__func__")  # noqa: B009
+    _suffix: str = _UNHOOKABLE
 
-    def _apply_target(cls: type, target: str, hooks: list) -> None:  # type: ignore[type-arg]
-        if target.endswith(_UNHOOKABLE):
+    def _apply_target(cls: type, target: str, hooks: list[Any]) -> None:
+        if target.endswith(_suffix):
             raise AttributeError(f"{target} does not exist (lane fault: a moved seam)")
         _apply(cls, target, hooks)
 
-    HookRegistry._apply_target = classmethod(_apply_target)  # type: ignore[assignment,method-assign]
+    setattr(HookRegistry, "_apply_target", classmethod(_apply_target))  # noqa: B010
