@@ -98,10 +98,10 @@ def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) ->
     if not draft or (model is not None and str(draft) == str(model)):
         _check_base_draft(str(model))
         return None
-    reason = idle_reason(str(draft))  # raises for an artifact with broken maps
-    if reason is not None:
-        level = logging.INFO if "no fastmtp.json" in reason else logging.WARNING
-        log.log(level, "fastmtp: plugin idle: %s", reason)
+    idle = idle_reason(str(draft))  # raises for an artifact with broken maps
+    if idle is not None:
+        level = logging.WARNING if idle.warn else logging.INFO
+        log.log(level, "fastmtp: plugin idle: %s", idle.message)
         return None
     if _version_problem is not None:
         raise RuntimeError(_version_problem)

@@ -129,23 +129,38 @@ def base_mtp_tensors(path: Path) -> int | None:
     )
 
 
-def idle_reason(draft: str) -> str | None:
+@dataclass(frozen=True)
+class IdleReason:
+    """Why the plugin stays idle for a draft path; ``warn``: the user likely meant an artifact."""
+
+    message: str
+    warn: bool
+
+
+def idle_reason(draft: str) -> IdleReason | None:
     """Why the plugin stays idle for this draft path, or ``None`` when it is an artifact with maps.
+
+    A directory that is not a fastmtp artifact at all (another draft) is only noted; a
+    Hub id or an artifact without maps is warned about.
 
     Raises:
         FastMTPError: the path is an artifact whose maps are missing or invalid.
     """
     path = Path(draft)
     if not path.is_dir():
-        return (
+        return IdleReason(
             f"draft path {draft} is not a local directory; the plugin reads per-language maps "
-            "only from a local artifact (download it first: hf download REPO --local-dir DIR)"
+            "only from a local artifact (download it first: hf download REPO --local-dir DIR)",
+            warn=True,
         )
     if not (path / mf.MANIFEST_NAME).is_file():
-        return f"{draft} has no {mf.MANIFEST_NAME} (not a fastmtp-export artifact)"
+        return IdleReason(
+            f"{draft} has no {mf.MANIFEST_NAME} (not a fastmtp-export artifact)", warn=False
+        )
     if artifact_maps(path) is None:
-        return (
+        return IdleReason(
             f"{draft} carries no token maps "
-            "(export it with --token-maps DIR or --token-map LANG=PATH)"
+            "(export it with --token-maps DIR or --token-map LANG=PATH)",
+            warn=True,
         )
     return None

@@ -399,7 +399,8 @@ class TestRandomDraft:
 
 @pytest.fixture(scope="class")
 def noisy_spec(lane: Lane) -> Iterator[Server]:
-    yield from _spec(lane, lane.noisy, lane.noisy_draft)
+    """Our plugin installed and on, with an artifact that ships no maps: it must stay idle."""
+    yield from _spec(lane, lane.noisy, lane.noisy_draft, env={})
 
 
 class TestEvalCrossCheckPartialAcceptance:
@@ -416,6 +417,28 @@ class TestEvalCrossCheckPartialAcceptance:
         ours = _eval_tau(lane, lane.noisy, lane.noisy_draft, cases, "full")["all"]
         assert 1.5 < sglang < 3.5, sglang  # partial: accept-all or reject-all would not test it
         assert ours["accept_length"] == pytest.approx(sglang, rel=0.02), (ours, sglang)
+        log = noisy_spec.log.read_text(errors="replace")
+        assert f"fastmtp: plugin idle: {lane.noisy_draft} carries no token maps" in log
+        assert "per-language draft vocabulary active" not in log
+
+
+def _lang_of(case: Case) -> str:
+    return "en" if case[0][0] in EN else "zh"
+
+
+def _with_lang(case: Case) -> dict[str, Any]:
+    return {"custom_params": {"draft_lang": _lang_of(case)}}
+
+
+def _metric_values(server: Server) -> dict[str, float]:
+    status, body = server.get("/metrics")
+    assert status == 200
+    values: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("fastmtp:"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
 
 
 @pytest.fixture(scope="class")
@@ -433,21 +456,15 @@ class TestLanguageAwarePlugin:
     def server(self, plugin_spec: Server) -> Server:
         return plugin_spec
 
-    def _lang(self, case: Case) -> str:
-        return "en" if case[0][0] in EN else "zh"
-
     def test_each_language_keeps_acceptance_with_draft_lang(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
         cases = _full_length(oracle_plain, 32)
-        got = {
-            c: server.generate(list(c[0]), c[1], custom_params={"draft_lang": self._lang(c)})
-            for c in cases
-        }
+        got = {c: server.generate(list(c[0]), c[1], **_with_lang(c)) for c in cases}
         _assert_parity(got, oracle_plain)
         for c, doc in got.items():
-            assert doc["meta_info"]["spec_accept_length"] >= 3.5, (self._lang(c), doc["meta_info"])
-        assert {self._lang(c) for c in cases} == {"en", "zh"}
+            assert doc["meta_info"]["spec_accept_length"] >= 3.5, (_lang_of(c), doc["meta_info"])
+        assert {_lang_of(c) for c in cases} == {"en", "zh"}
         log = server.log.read_text(errors="replace")
         assert (
             "per-language draft vocabulary active: languages en,zh, K=128, draft rows K_u=256 "
@@ -457,7 +474,7 @@ class TestLanguageAwarePlugin:
     def test_unknown_or_bad_language_uses_the_default(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
-        zh = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "zh")
+        zh = next(c for c in _full_length(oracle_plain, 32) if _lang_of(c) == "zh")
         for params in (
             {},
             {"custom_params": {"draft_lang": 3}},
@@ -470,17 +487,11 @@ class TestLanguageAwarePlugin:
     def test_counters_on_prometheus_metrics(
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
-        zh = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "zh")
-        en = next(c for c in _full_length(oracle_plain, 32) if self._lang(c) == "en")
+        zh = next(c for c in _full_length(oracle_plain, 32) if _lang_of(c) == "zh")
+        en = next(c for c in _full_length(oracle_plain, 32) if _lang_of(c) == "en")
         for case in (zh, en):
-            server.generate(list(case[0]), case[1], custom_params={"draft_lang": self._lang(case)})
-        status, body = server.get("/metrics")
-        assert status == 200
-        values: dict[str, float] = {}
-        for line in body.decode().splitlines():
-            if line.startswith("fastmtp:"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
+            server.generate(list(case[0]), case[1], **_with_lang(case))
+        values = _metric_values(server)
         # each 32-token request drafts about 8 batches; switches: en -> zh -> en at least
         assert values['fastmtp:draft_batches_total{lang="zh"}'] >= 5, values
         assert values['fastmtp:draft_batches_total{lang="en"}'] >= 5, values
@@ -490,9 +501,7 @@ class TestLanguageAwarePlugin:
         self, server: Server, oracle_plain: dict[Case, dict[str, Any]]
     ) -> None:
         cases = list(oracle_plain)
-        results = _concurrently(
-            server, cases, lambda c: {"custom_params": {"draft_lang": self._lang(c)}}
-        )
+        results = _concurrently(server, cases, _with_lang)
         assert len(results) == len(cases)
         _assert_parity(results, oracle_plain)
 
@@ -516,30 +525,11 @@ def mixed_plain(lane: Lane) -> dict[Case, dict[str, Any]]:
     return _reference(lane, lane.oracle, _mixed_cases(lane.perm))
 
 
-def _lang_of(case: Case) -> str:
-    return "en" if case[0][0] in EN else "zh"
-
-
-def _with_lang(case: Case) -> dict[str, Any]:
-    return {"custom_params": {"draft_lang": _lang_of(case)}}
-
-
 def _tau_per_lang(docs: dict[Case, dict[str, Any]]) -> dict[str, float]:
     return {
         lang: _sglang_tau([d for c, d in docs.items() if _lang_of(c) == lang])
         for lang in ("en", "zh")
     }
-
-
-def _metric_values(server: Server) -> dict[str, float]:
-    status, body = server.get("/metrics")
-    assert status == 200
-    values: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line.startswith("fastmtp:"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def _traffic(server: Server, cases: list[Case]) -> dict[str, dict[Case, dict[str, Any]]]:
@@ -685,23 +675,25 @@ class TestStartupRefusals:
 
         On this CPU the server still cannot serve: under rejection sampling SGLang samples
         drafts with a Triton kernel, which has no CPU driver, and its own warm-up request
-        stops it. The test checks that it gets past the memory-pool set-up, where the
-        vocabulary check sits, with the plugin idle and saying why.
+        stops it (before or just after /health answers). The test checks that it got past
+        the memory-pool set-up, where the vocabulary check sits, with the plugin idle and
+        saying why.
         """
-        with (
-            pytest.raises(RuntimeError, match="sglang exited with"),
-            sglang_server(
+        exited: list[str] = []
+        try:
+            with sglang_server(
                 lane.oracle, tmp_path, *CHAIN_FLAGS, "--speculative-draft-model-path",
                 str(lane.oracle_draft), "--speculative-use-rejection-sampling", env={},
-            ),
-        ):  # fmt: skip
-            pass
+            ):  # fmt: skip
+                pass
+        except RuntimeError as exc:  # the Triton sampler's exit, not a start-up refusal
+            exited.append(str(exc))
+        assert all("sglang exited with" in e for e in exited), exited
         log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("server-*.log"))
         assert "fastmtp: rejection sampling" in log
         assert "plugin idle, drafting over the full vocabulary" in log
         assert "share one vocab" not in log  # stock's start-up refusal never came
         assert "per-language draft vocabulary active" not in log
-        assert "0 active drivers" in log  # SGLang's Triton sampler: no CPU driver
 
 
 @pytest.fixture(scope="class")
