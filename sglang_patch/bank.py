@@ -131,10 +131,6 @@ class DraftVocabBank:
         tensors = (self.table, self._slots, self.active_ids, self.active_head, self.inverse)
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def covers(self, langs: LangSet) -> bool:
-        """Whether the active set already holds every language of ``langs``."""
-        return langs <= self.active
-
     @torch.no_grad()
     def switch(self, langs: LangSet) -> bool:
         """Make the set ``langs`` active, in place; ``False`` when it already is.

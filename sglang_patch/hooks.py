@@ -253,9 +253,9 @@ class _Counts:
 
 def _languages(worker: Any, bank: DraftVocabBank, reqs: Any) -> Any:
     """Requests per language (unknown ones as the default)."""
-    supported = set(bank.langs)
     langs = (
-        request_language(getattr(r.sampling_params, "custom_params", None), supported) for r in reqs
+        request_language(getattr(r.sampling_params, "custom_params", None), bank.langs)
+        for r in reqs
     )
     return language_counts(langs, worker._fastmtp_maps.default)
 
@@ -323,13 +323,14 @@ def _count(worker: Any, bank: DraftVocabBank, counts: Any) -> None:
         log.info(c.line())
 
 
+#: hook sections that raised once already (each is logged with its traceback once)
+_failed: set[str] = set()
+
+
 def _failed_once(where: str) -> None:
     if where not in _failed:
         _failed.add(where)
         log.exception("fastmtp: %s failed; drafting with the active set (reported once)", where)
-
-
-_failed: set[str] = set()
 
 
 def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
