@@ -8,6 +8,10 @@ the same prompts at batch 1 and at concurrency 8 and 32:
 - ``full``: the K=3 chain with the full draft vocabulary (stock SGLang; sglang_patch off).
 - ``static``: the K=3 chain with one static ``--speculative-token-map`` (stock SGLang's
   only option; the artifact's default language unless ``--static-lang``).
+- ``static-union``: stock SGLang with one union map of every language (the strongest
+  plugin-free option) with as many rows as the plugin's active buffer (K_u, the plugin's
+  default, or ``--union-rows``): equal draft-head cost. The artifact's union map when its
+  size matches, else one built here from the artifact's maps with equal weights.
 - ``plugin``: the K=3 chain with sglang_patch: each batch drafts over the union of its
   languages' maps (K_u = 2K rows by default).
 - ``plugin-k``: sglang_patch with ``FASTMTP_DRAFT_ROWS=K``: one language per batch (its
@@ -24,7 +28,8 @@ Prompts are JSONL records with ``lang`` and one of ``messages`` (sent to
 
 Usage:
   python bench/bench_serving.py --model BASE --draft ARTIFACT
-      [--prompts bench/prompts/mixed_en_zh.jsonl] [--modes none,full,static,plugin,plugin-k]
+      [--prompts bench/prompts/mixed_en_zh.jsonl]
+      [--modes none,full,static,static-union,plugin,plugin-k] [--union-rows N]
       [--concurrency 1,8,32] [--max-new-tokens 256] [--ignore-eos] [--static-lang LANG]
       [--send-lang] [--server-args "--tp 1 ..."] [--json FILE] [--logs DIR]
 """
@@ -49,9 +54,12 @@ from _server import Server, launched
 from fastmtp_export.evaluation import position_rates
 from fastmtp_export.launch import sglang_command
 from fastmtp_export.manifest import Manifest, load
+from fastmtp_export.token_maps import load_token_map, save_token_map
+from fastmtp_export.union_map import union_hot_ids
+from sglang_patch.bank import default_rows
 
 HERE = Path(__file__).resolve().parent
-MODES = ("none", "full", "static", "plugin", "plugin-k")
+MODES = ("none", "full", "static", "static-union", "plugin", "plugin-k")
 PLUGIN_MODES = ("plugin", "plugin-k")
 #: sglang_patch's start-up line (sglang_patch/hooks.py): proves the plugin served the run
 PLUGIN_ACTIVE = "per-language draft vocabulary active"
@@ -107,10 +115,43 @@ def chain_steps(manifest: Manifest) -> int:
     return int(flags[flags.index("--speculative-num-steps") + 1])
 
 
+def union_map_file(draft: Path, manifest: Manifest, rows: int | None, workdir: Path) -> Path:
+    """A union map of ``rows`` ids (default: the plugin's K_u): the artifact's own when its
+    size matches, else built from the artifact's maps with equal weights into ``workdir``."""
+    maps = manifest.token_maps
+    if maps is None:
+        raise SystemExit(f"{draft} ships no token maps: drop 'static-union' from --modes")
+    vocab = int(json.loads((draft / "config.json").read_text())["vocab_size"])
+    rows = rows or default_rows(maps.size, len(maps.languages), vocab)
+    if maps.union is not None and maps.union.size == rows:
+        return draft / maps.union.file
+    ids = union_hot_ids(
+        {
+            lang: load_token_map(draft / e.file, vocab_size=vocab)
+            for lang, e in maps.languages.items()
+        },
+        dict.fromkeys(maps.languages, 1 / len(maps.languages)),
+        rows,
+        required=maps.required_ids,
+        vocab_size=vocab,
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"freq_union_{rows}.pt"
+    save_token_map(path, ids)
+    print(f"[static-union] built a {rows}-id union of {sorted(maps.languages)}: {path}",
+          file=sys.stderr)  # fmt: skip
+    return path
+
+
 def mode_launch(
-    mode: str, base: str, draft: Path, manifest: Manifest, static_lang: str | None
+    mode: str,
+    base: str,
+    draft: Path,
+    manifest: Manifest,
+    static_lang: str | None,
+    union_map: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """(launch_server args, environment) for ``mode``."""
+    """(launch_server args, environment) for ``mode`` (``union_map``: static-union's map)."""
     env = dict(os.environ)
     env["FASTMTP_SGLANG_PATCH"] = "0"  # stock SGLang unless the mode is the plugin's
     if mode == "none":
@@ -118,8 +159,12 @@ def mode_launch(
         if manifest.sglang.base_needs_trust_remote_code:
             args.append("--trust-remote-code")
         return args, env
-    argv = sglang_command(draft, manifest, base, static_map=mode == "static")
+    argv = sglang_command(draft, manifest, base, static_map=mode.startswith("static"))
     args = argv[3:]  # drop "python -m sglang.launch_server"
+    if mode == "static-union":
+        if union_map is None:
+            raise SystemExit("static-union needs a union map")
+        args[-1] = str(union_map)
     if mode == "static":
         maps = manifest.token_maps
         if maps is None:
@@ -271,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ignore-eos", action="store_true", help="every request runs to length")
     ap.add_argument("--static-lang", help="the static mode's map (default: the artifact's)")
     ap.add_argument(
+        "--union-rows", type=int, help="static-union's map size (default: the plugin's K_u)"
+    )
+    ap.add_argument(
         "--send-lang",
         action="store_true",
         help="send each prompt's lang as custom_params.draft_lang (else the plugin detects)",
@@ -290,9 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = chain_steps(manifest)
     extra = shlex.split(args.server_args)
 
+    union = None
+    if "static-union" in modes:
+        union = union_map_file(args.draft, manifest, args.union_rows, args.logs)
     runs: list[Run] = []
     for mode in modes:
-        launch_args, env = mode_launch(mode, args.model, args.draft, manifest, args.static_lang)
+        launch_args, env = mode_launch(
+            mode, args.model, args.draft, manifest, args.static_lang, union
+        )
         print(f"[{mode}] starting sglang ...", file=sys.stderr, flush=True)
         log = args.logs / f"{mode}.log"
         try:

@@ -189,18 +189,18 @@ def _check_maps(report: ArtifactReport, config: dict[str, Any]) -> None:
     if not isinstance(vocab, int):
         report.problems.append("config.json has no vocab_size to check the token maps against")
         return
-    for lang, entry in sorted(maps.languages.items()):
-        if entry.file not in report.manifest.files:
-            report.problems.append(f"token map {entry.file} ({lang}) is not listed in files")
+    shipped = [(lang, e.file, maps.size) for lang, e in sorted(maps.languages.items())]
+    if maps.union is not None:
+        shipped.append(("union", maps.union.file, maps.union.size))
+    for name, file, size in shipped:
+        if file not in report.manifest.files:
+            report.problems.append(f"token map {file} ({name}) is not listed in files")
             continue
-        if not (report.path / entry.file).is_file():
+        if not (report.path / file).is_file():
             continue  # already reported by _check_files
         try:
             load_token_map(
-                report.path / entry.file,
-                vocab_size=vocab,
-                required=maps.required_ids,
-                size=maps.size,
+                report.path / file, vocab_size=vocab, required=maps.required_ids, size=size
             )
         except FastMTPError as exc:
             report.problems.append(str(exc))

@@ -175,7 +175,7 @@ def write_draft(
     numel = sum(s.numel for s in specs)
     manifest = mf.Manifest(
         format=mf.FORMAT_NAME,
-        format_version=mf.FORMAT_VERSION,
+        format_version=mf.format_version_for(None),  # export raises it if maps need it
         family=plan.family,
         dtype=CODE_NAMES.get(codes[0], codes[0]) if len(codes) == 1 else "mixed",
         num_parameters=numel,

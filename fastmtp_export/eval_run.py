@@ -80,11 +80,14 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     vocab = int(info.config["vocab_size"])
     maps_info = manifest.token_maps
     langs = sorted(maps_info.languages) if maps_info else []
-    modes = vocab_modes(opts.vocab, langs)
+    union = maps_info.union if maps_info else None
+    modes = vocab_modes(opts.vocab, langs, union=union is not None)
     maps = {
         lang: load_token_map(artifact / e.file, vocab_size=vocab)
         for lang, e in (maps_info.languages.items() if maps_info else [])
     }
+    if union is not None and "union" in modes:
+        maps["union"] = load_token_map(artifact / union.file, vocab_size=vocab)
     tokenizer = _load_tokenizer(opts.tokenizer or base)
     detector = LanguageDetector(langs or sorted({*SCRIPT_LANGUAGES, "en"}))
     prompts = read_prompts(prompts_file, tokenizer, detector, opts.limit)
@@ -109,7 +112,8 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
         model.lm_head.weight.detach(),  # [V, H]
         dtype,
     )
-    hot = {lang: torch.tensor(ids, device=device) for lang, ids in maps.items()}  # [K] each
+    # [K] each; the union's [N]
+    hot = {lang: torch.tensor(ids, device=device) for lang, ids in maps.items()}
     full = Draft(mtp)
     drafts = {lang: Draft(mtp, ids) for lang, ids in hot.items()}
     default = maps_info.default_lang if maps_info else None

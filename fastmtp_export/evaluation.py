@@ -7,7 +7,9 @@ the chain speculative decoder (:mod:`.speculate`) once per vocabulary mode:
 - ``auto``: each prompt's language map, the default map for other languages (what
   sglang_patch does);
 - ``LANG``: one static map for every prompt (what stock SGLang's
-  ``--speculative-token-map`` does).
+  ``--speculative-token-map`` does);
+- ``union``: the artifact's union map for every prompt (stock SGLang with one map of
+  several languages, :mod:`.union_map`).
 
 Figures use SGLang's definitions, so they predict ``meta_info``: tau is output tokens /
 verify steps (``spec_accept_length``, bonus token included); position p's acceptance is
@@ -173,24 +175,32 @@ def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
     return min(len(a), len(b))
 
 
-def vocab_modes(requested: Sequence[str], languages: Sequence[str]) -> list[str]:
-    """Validated modes; the default is ``full`` plus ``auto`` when the artifact has maps.
+def vocab_modes(
+    requested: Sequence[str], languages: Sequence[str], union: bool = False
+) -> list[str]:
+    """Validated modes; the default is ``full``, plus ``auto`` when the artifact has maps
+    and ``union`` when it ships a union map.
 
     Raises:
-        EvalError: an unknown mode, or a map mode on an artifact without maps.
+        EvalError: an unknown mode, or a map mode on an artifact without that map.
     """
     if not requested:
-        return ["full", "auto"] if languages else ["full"]
+        return ["full", "auto", *(["union"] if union else [])] if languages else ["full"]
     out: list[str] = []
     for raw in requested:
-        mode = raw if raw in ("full", "auto") else normalize_lang(raw)
-        if mode is None or (mode not in ("full", "auto") and mode not in languages):
+        mode = raw if raw in ("full", "auto", "union") else normalize_lang(raw)
+        if mode is None or (mode not in ("full", "auto", "union") and mode not in languages):
             have = ", ".join(languages) if languages else "none: export with --token-maps"
             raise EvalError(
-                f"--vocab {raw}: choose full, auto or a language with a map (maps: {have})"
+                f"--vocab {raw}: choose full, auto, union or a language with a map (maps: {have})"
             )
         if mode == "auto" and not languages:
             raise EvalError("--vocab auto needs token maps in the artifact (export --token-maps)")
+        if mode == "union" and not union:
+            raise EvalError(
+                "--vocab union needs a union map in the artifact; build one with "
+                "token-map build --union N and export with --token-maps DIR"
+            )
         if mode not in out:
             out.append(mode)
     return out

@@ -113,13 +113,15 @@ def export_draft(
                 update={
                     "files": dict(sorted({**manifest.files, **map_files}.items())),
                     "token_maps": info,
+                    "format_version": mf.format_version_for(info),
                 }
             )
             log.info(
-                "shipped %d token maps (K=%d, default %s)",
-                len(map_files),
+                "shipped %d token maps (K=%d, default %s%s)",
+                len(maps.paths),
                 maps.size,
                 maps.default_lang,
+                f", union of {info.union.size} ids" if info.union else "",
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
         write_card(tmp, manifest, CardOptions())

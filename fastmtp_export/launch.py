@@ -17,8 +17,10 @@ def sglang_command(
     draft from the base directory and, when that has no MTP tensors, runs with
     uninitialised draft weights and no warning (acceptance ~1.0).
 
-    ``static_map`` adds ``--speculative-token-map`` with the default language's map:
-    how stock SGLang (without the sglang_patch plugin) serves one fixed vocabulary.
+    ``static_map`` adds ``--speculative-token-map``: how stock SGLang (without the
+    sglang_patch plugin) serves one fixed vocabulary. It is the union map when the
+    artifact ships one (every language finds its hot tokens), else the default
+    language's map.
     """
     flags = manifest.sglang.recommended_flags
     argv = ["python", "-m", "sglang.launch_server", "--model-path", base or manifest.source.path]
@@ -29,10 +31,8 @@ def sglang_command(
     argv += flags[2:]
     maps = manifest.token_maps
     if static_map and maps is not None:
-        argv += [
-            "--speculative-token-map",
-            str(artifact / maps.languages[maps.default_lang].file),
-        ]
+        static = maps.union.file if maps.union else maps.languages[maps.default_lang].file
+        argv += ["--speculative-token-map", str(artifact / static)]
     return argv
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from ._schema import StrictModel
 from .atomic import atomic_write
@@ -21,8 +21,10 @@ from .eval_schema import EvaluationInfo
 
 MANIFEST_NAME = "fastmtp.json"
 FORMAT_NAME: Literal["fastmtp-draft"] = "fastmtp-draft"
-#: bump on any change a reader of older artifacts would misinterpret.
-FORMAT_VERSION = 1
+#: bump on any change a reader of older artifacts would misinterpret. 2 adds
+#: ``token_maps.union``; an artifact declares the oldest version that describes it
+#: (:func:`format_version_for`), so one without a union map stays readable by 1's readers.
+FORMAT_VERSION = 2
 
 
 class FileEntry(StrictModel):
@@ -71,6 +73,17 @@ class LanguageMapEntry(StrictModel):
     tokens: int | None = Field(description="Corpus tokens the map was counted from.")
 
 
+class UnionMapEntry(StrictModel):
+    file: str = Field(description="Union map file at the artifact root, freq_union_<N>.pt.")
+    size: int = Field(description="N: ids in the union map.")
+    weights: dict[str, float] | None = Field(
+        description="Share of the rows given to each language (null: a hand-made map)."
+    )
+    coverage: dict[str, float | None] | None = Field(
+        description="coverage[text language] of held-out tokens by the union map (null: unknown)."
+    )
+
+
 class TokenMapsInfo(StrictModel):
     size: int = Field(description="K: ids per map, equal for every language.")
     default_lang: str = Field(description="Map used when a request's language is unknown.")
@@ -79,6 +92,23 @@ class TokenMapsInfo(StrictModel):
     coverage: dict[str, dict[str, float | None]] | None = Field(
         description="coverage[text language][map language] at K on held-out tokens."
     )
+    union: UnionMapEntry | None = Field(
+        default=None,
+        description="One map of several languages for stock SGLang (absent: none shipped).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_union(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``union`` key when there is none: the manifest is then exactly format 1."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("union") is None:
+            data.pop("union", None)
+        return data
+
+
+def format_version_for(token_maps: TokenMapsInfo | None) -> int:
+    """The oldest format version that describes an artifact with these maps."""
+    return 2 if token_maps is not None and token_maps.union is not None else 1
 
 
 class ToolInfo(StrictModel):

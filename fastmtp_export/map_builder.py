@@ -25,6 +25,7 @@ from .lang import DetectorSpec
 from .safetensors_io import sha256_file
 from .token_counts import CHUNK_BYTES, CountJob, TokenCounts, count_corpora
 from .token_maps import MAP_NAME, ranked_ids, save_token_map, select_hot_ids
+from .union_map import EQUAL, UNION, check_weights, parse_weights, union_hot_ids
 
 if TYPE_CHECKING:
     from .tokenizer import LocalTokenizer
@@ -93,6 +94,8 @@ def build_token_maps(
     chunk_bytes: int = CHUNK_BYTES,
     overwrite: bool = False,
     progress: bool | None = None,
+    union: int | None = None,
+    weights: str = EQUAL,
 ) -> BuildResult:
     """Count ``corpora`` with ``tokenizer`` and write one map per language into ``out``.
 
@@ -102,6 +105,9 @@ def build_token_maps(
         holdout: share of each language's records held out for coverage.
         detect: detect the language of records that have none.
         workers: counting processes (default: one per CPU; 1 = in this process).
+        union: also write one ``freq_union_<union>.pt`` map of this many ids holding the
+            languages' rankings interleaved (:mod:`.union_map`).
+        weights: the union's row shares: ``equal``, ``tokens`` or ``en=0.7,zh=0.3``.
 
     Raises:
         CorpusError, TokenizerError, TokenMapError, OutputError: with one-line messages;
@@ -115,6 +121,8 @@ def build_token_maps(
             raise TokenMapError(
                 f"map size {k} must be between 1 and the vocab size {tokenizer.vocab_size}"
             )
+    if union is not None:
+        _check_union_args(union, weights, tokenizer.vocab_size, len(tokenizer.eos_ids))
     # entered first so a bad --out fails fast; the hidden temp dir stays empty until the end
     with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
         job = CountJob(
@@ -141,7 +149,7 @@ def build_token_maps(
         }
         summary = ms.TokenMapSummary(
             format=ms.SUMMARY_FORMAT,
-            format_version=ms.SUMMARY_VERSION,
+            format_version=1,  # 2 only with a union map (below)
             size=size,
             vocab_size=tokenizer.vocab_size,
             tokenizer=str(tokenizer.path),
@@ -158,6 +166,13 @@ def build_token_maps(
             skipped_undetected=stats.skipped_undetected,
             tool_version=__version__,
         )
+        if union is not None:
+            summary = summary.model_copy(
+                update={
+                    "union": _write_union(tmp, counts, union, weights, required),
+                    "format_version": ms.SUMMARY_VERSION,
+                }
+            )
         (tmp / ms.SUMMARY_NAME).write_text(summary.canonical_json())
     return BuildResult(Path(out).absolute(), summary)
 
@@ -214,4 +229,40 @@ def _write_map(
         heldout_records=c.heldout_records,
         heldout_tokens=int(c.heldout.sum()),
         coverage=coverage,
+    )
+
+
+def _check_union_args(union: int, weights: str, vocab_size: int, n_required: int) -> None:
+    """Refuse a bad ``--union``/``--weights`` before the (long) count, not after it."""
+    if not n_required <= union <= vocab_size:
+        raise TokenMapError(
+            f"--union {union} must be between {max(n_required, 1)} and the vocab size "
+            f"{vocab_size}; it is the number of ids in the union map"
+        )
+    check_weights(weights)  # the syntax now; the languages once counted
+
+
+def _write_union(
+    directory: Path, counts: TokenCounts, size: int, weights: str, required: Sequence[int]
+) -> ms.UnionSummary:
+    """Write ``freq_union_<size>.pt`` from the full per-language rankings; its summary."""
+    tokens = {lang: int(c.counted.sum()) for lang, c in counts.languages.items()}
+    shares = parse_weights(weights, sorted(counts.languages), tokens)
+    ids = union_hot_ids(
+        {lang: ranked_ids(counts.languages[lang].counted) for lang in shares},
+        shares,
+        size,
+        required=required,
+        fallback=ranked_ids(counts.total()),
+        vocab_size=counts.vocab_size,
+    )
+    name = MAP_NAME.format(lang=UNION, size=size)
+    save_token_map(directory / name, ids)
+    coverage = coverage_matrix(counts, {UNION: ids})
+    return ms.UnionSummary(
+        file=name,
+        sha256=sha256_file(directory / name),
+        size=size,
+        weights={lang: round(w, 6) for lang, w in shares.items()},
+        coverage={text: row[UNION] for text, row in coverage.items()},
     )

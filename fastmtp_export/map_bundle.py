@@ -21,8 +21,10 @@ from .lang import normalize_lang
 from .map_summary import TokenMapSummary, load_summary
 from .safetensors_io import sha256_file
 from .token_maps import MAP_NAME, load_token_map
+from .union_map import UNION
 
 _MAP_FILE = re.compile(r"^freq_([a-z]{2,3})_(\d+)\.pt$")
+_UNION_FILE = re.compile(rf"^freq_{UNION}_(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class MapBundle:
     summary: TokenMapSummary | None
     #: languages whose map is the summary's own file (its figures describe that file)
     summarized: frozenset[str] = frozenset()
+    #: the union map (:mod:`.union_map`) and its size, if one ships
+    union: Path | None = None
+    union_size: int = 0
+    #: whether ``union`` is the summary's own union file
+    union_summarized: bool = False
 
     def ship(self, out: Path) -> tuple[dict[str, mf.FileEntry], mf.TokenMapsInfo]:
         """Copy the maps into ``out`` and describe them for the manifest."""
@@ -60,27 +67,51 @@ class MapBundle:
                 t: {m: v for m, v in row.items() if m in self.summarized}
                 for t, row in s.coverage[str(self.size)].items()
             }
+        union = None
+        if self.union is not None:
+            name = MAP_NAME.format(lang=UNION, size=self.union_size)
+            shutil.copyfile(self.union, out / name)
+            files[name] = mf.FileEntry(
+                size=(out / name).stat().st_size, sha256=sha256_file(out / name)
+            )
+            known = s.union if s is not None and self.union_summarized else None
+            union = mf.UnionMapEntry(
+                file=name,
+                size=self.union_size,
+                weights=known.weights if known else None,
+                coverage=known.coverage if known else None,
+            )
         info = mf.TokenMapsInfo(
             size=self.size,
             default_lang=self.default_lang,
             languages=langs,
             required_ids=list(self.required_ids),
             coverage=coverage,
+            union=union,
         )
         return files, info
 
 
-def _from_dir(directory: Path) -> tuple[dict[str, Path], TokenMapSummary | None]:
+def _from_dir(directory: Path) -> tuple[dict[str, Path], Path | None, TokenMapSummary | None]:
+    """(language maps, union map or ``None``, summary) of a ``token-map build`` directory."""
     if not directory.is_dir():
         raise TokenMapError(
             f"--token-maps {directory} is not a directory of freq_<lang>_<K>.pt maps"
         )
     summary = load_summary(directory)
+    union = None
     if summary is not None:
         paths = {lang: directory / e.file for lang, e in summary.languages.items()}
+        union = directory / summary.union.file if summary.union else None
     else:
         paths = {}
         for f in sorted(directory.iterdir()):
+            if _UNION_FILE.match(f.name):
+                if union is not None:
+                    raise TokenMapError(
+                        f"{directory} holds two union maps ({union.name}, {f.name}); keep one"
+                    )
+                union = f
             m = _MAP_FILE.match(f.name)
             if m:
                 if m.group(1) in paths:
@@ -93,16 +124,18 @@ def _from_dir(directory: Path) -> tuple[dict[str, Path], TokenMapSummary | None]
             f"--token-maps {directory} holds no freq_<lang>_<K>.pt maps; build them with "
             "fastmtp-export token-map build"
         )
-    return paths, summary
+    return paths, union, summary
 
 
 def parse_map_arg(arg: str) -> tuple[str, Path]:
-    """``"zh=maps/freq_zh_16384.pt"`` -> ``("zh", Path(...))``."""
+    """``"zh=maps/freq_zh_16384.pt"`` -> ``("zh", Path(...))``; ``union=PATH`` names the
+    union map (:data:`~.union_map.UNION` is not a language code)."""
     lang, sep, path = arg.partition("=")
-    code = normalize_lang(lang)
+    code = UNION if lang.strip().lower() == UNION else normalize_lang(lang)
     if not sep or code is None or not path:
         raise TokenMapError(
-            f"--token-map {arg!r} must look like LANG=PATH, e.g. zh=freq_zh_16384.pt"
+            f"--token-map {arg!r} must look like LANG=PATH (or union=PATH), "
+            "e.g. zh=freq_zh_16384.pt"
         )
     return code, Path(path)
 
@@ -129,14 +162,24 @@ def collect_maps(
             raise TokenMapError("--default-lang needs maps; pass --token-maps DIR or --token-map")
         return None
     paths: dict[str, Path] = {}
+    union: Path | None = None
     summary = None
     if token_maps is not None:
-        paths, summary = _from_dir(Path(token_maps))
+        paths, union, summary = _from_dir(Path(token_maps))
     summarized = frozenset(paths) if summary is not None else frozenset()
+    union_summarized = union is not None and summary is not None
     for arg in token_map:
         lang, path = parse_map_arg(arg)
+        if lang == UNION:
+            union, union_summarized = path, False
+            continue
         paths[lang] = path  # an explicit --token-map overrides the directory's map
         summarized -= {lang}
+    if not paths:
+        raise TokenMapError(
+            "a union map ships beside the language maps it serves; add --token-map LANG=PATH "
+            "or --token-maps DIR"
+        )
     need = list(dict.fromkeys([*required, *(summary.eos_ids if summary else ())]))
     sizes: dict[str, int] = {}
     for lang, path in sorted(paths.items()):
@@ -167,4 +210,14 @@ def collect_maps(
             f"no corpus summary tells which of {sorted(paths)} is the default language; "
             "pass --default-lang"
         )
-    return MapBundle(paths, next(iter(sizes.values())), default, tuple(need), summary, summarized)
+    union_size = 0
+    if union is not None:
+        if not union.is_file():
+            raise TokenMapError(f"union token map not found: {union}")
+        union_size = len(load_token_map(union, vocab_size=vocab_size, required=need))
+        if not union_size:
+            raise TokenMapError(f"union token map {union} is empty; rebuild it")
+    return MapBundle(
+        paths, next(iter(sizes.values())), default, tuple(need), summary, summarized,
+        union, union_size, union_summarized,
+    )  # fmt: skip

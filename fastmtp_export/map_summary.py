@@ -7,17 +7,19 @@ the manifest, for the same reason: other tools read it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from ._schema import StrictModel
 from .errors import TokenMapError
 
 SUMMARY_NAME = "token_maps.json"
 SUMMARY_FORMAT: Literal["fastmtp-token-maps"] = "fastmtp-token-maps"
-SUMMARY_VERSION = 1
+#: 2 adds ``union``; a summary without one is written as version 1, readable by older tools
+SUMMARY_VERSION = 2
 
 #: coverage[size][text_lang][map_lang]: share of held-out tokens the map contains
 CoverageMatrix = dict[str, dict[str, dict[str, float | None]]]
@@ -43,6 +45,18 @@ class CorpusEntry(StrictModel):
     size: int = Field(description="File size in bytes.")
 
 
+class UnionSummary(StrictModel):
+    file: str = Field(description="Union map file name, freq_union_<N>.pt.")
+    sha256: str = Field(description="sha256 of the union map file.")
+    size: int = Field(description="N: ids in the union map (its own size, not K).")
+    weights: dict[str, float] = Field(
+        description="Share of the rows given to each language's ranking (sums to 1)."
+    )
+    coverage: dict[str, float | None] = Field(
+        description="coverage[text language]: share of held-out tokens the union map holds."
+    )
+
+
 class TokenMapSummary(StrictModel):
     format: Literal["fastmtp-token-maps"] = Field(description="Marks a token-map summary.")
     format_version: int = Field(description="Summary format version.")
@@ -60,6 +74,18 @@ class TokenMapSummary(StrictModel):
     skipped_bad_records: int = Field(description="Malformed records skipped.")
     skipped_undetected: int = Field(description="Records whose language was not detected.")
     tool_version: str = Field(description="fastmtp-export version that built the maps.")
+    union: UnionSummary | None = Field(
+        default=None,
+        description="One map holding several languages (build --union); absent if none.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_union(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``union`` key when there is none: such a summary is exactly version 1."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("union") is None:
+            data.pop("union", None)
+        return data
 
 
 def load_summary(directory: Path) -> TokenMapSummary | None:
@@ -71,6 +97,15 @@ def load_summary(directory: Path) -> TokenMapSummary | None:
     path = directory / SUMMARY_NAME
     if not path.is_file():
         return None
+    try:
+        version = json.loads(path.read_bytes()).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        version = None
+    if isinstance(version, int) and version > SUMMARY_VERSION:
+        raise TokenMapError(
+            f"{path} has format version {version}, newer than this tool's {SUMMARY_VERSION}; "
+            "upgrade fastmtp-export"
+        )
     try:
         return TokenMapSummary.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as exc:

@@ -172,8 +172,13 @@ def _body(
     if maps is not None:
         lines += [
             "",
-            "Plain SGLang with one static hot-token map (the draft scores only"
-            f" {maps.size:,} ids; default language `{maps.default_lang}`):",
+            (
+                "Plain SGLang with the union hot-token map (the draft scores"
+                f" {maps.union.size:,} ids holding every language's hot tokens):"
+                if maps.union
+                else "Plain SGLang with one static hot-token map (the draft scores only"
+                f" {maps.size:,} ids; default language `{maps.default_lang}`):"
+            ),
             "",
             "```bash",
             _launch(manifest, repo, base_ref, static=True),
@@ -209,6 +214,13 @@ def _body(
             cov = "-" if e.coverage is None else f"{100 * e.coverage:.1f}%"
             default = " (default)" if lang == maps.default_lang else ""
             lines.append(f"| {lang}{default} | {maps.size:,} | `{e.file}` | {cov} |")
+        if maps.union:
+            u = maps.union
+            cov = ", ".join(
+                f"{t} {'-' if v is None else f'{100 * v:.1f}%'}"
+                for t, v in sorted((u.coverage or {}).items())
+            )
+            lines.append(f"| union | {u.size:,} | `{u.file}` | {cov or '-'} |")
     lines += _evaluation_section(manifest)
     lines += [
         "",

@@ -81,6 +81,16 @@ def nothing_written(out: Path) -> None:
 BPE_MODEL_VOCAB = 2048
 
 
+def write_bpe_source(root: Path, bpe_tokenizer: Path) -> Path:
+    """A tiny MiMo checkpoint sharing the BPE fixture's vocab and EOS ids."""
+    gen = json.loads((bpe_tokenizer / "generation_config.json").read_text())
+    cfg = mimo_config({**TINY, "vocab_size": BPE_MODEL_VOCAB})
+    cfg["eos_token_id"] = gen["eos_token_id"][0]
+    src = write_synthetic_mimo(root, cfg, seed=0, num_shards=2)
+    (src / "generation_config.json").write_text(json.dumps(gen))
+    return src
+
+
 @pytest.fixture(scope="session")
 def bpe_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real byte-level BPE tokenizer (Qwen2 pipeline and chat specials), trained here."""

@@ -28,6 +28,7 @@ from fastmtp_export.reference import MiMoMTPReference, load_artifact_weights
 from fastmtp_export.speculate import Draft, Target, greedy, speculate
 from fastmtp_export.target import check_pair, load_target_model
 from fastmtp_export.token_maps import save_token_map
+from fastmtp_export.union_map import union_hot_ids
 
 from .conftest import assert_one_line_error, export_cli, tree_digest
 from .sglang_lane.oracle import (
@@ -59,9 +60,19 @@ def oracle(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     write_char_tokenizer(root / "tok")
     save_token_map(root / "en.pt", EN)
     save_token_map(root / "zh.pt", [*ZH, EOS])
+    save_token_map(root / "union.pt", _union(256))  # 2K rows: both maps
     maps = ["--token-map", f"en={root / 'en.pt'}", "--token-map", f"zh={root / 'zh.pt'}"]
-    draft = export_cli(target, root / "draft", *maps, "--default-lang", "en")
+    draft = export_cli(
+        target, root / "draft", *maps, "--token-map", f"union={root / 'union.pt'}",
+        "--default-lang", "en",
+    )  # fmt: skip
     return Pair(target, draft, root / "tok")
+
+
+def _union(rows: int) -> list[int]:
+    """The oracle maps' union at ``rows`` ids, equal weights."""
+    maps = {"en": EN, "zh": [*ZH, EOS]}
+    return union_hot_ids(maps, {"en": 0.5, "zh": 0.5}, rows, required=[EOS], vocab_size=256)
 
 
 @pytest.fixture(scope="module")
@@ -156,15 +167,42 @@ class TestOracle:
         assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert info.prompts_sha256 == hashlib.sha256(prompts.read_bytes()).hexdigest()
 
+    def test_union_keeps_both_languages_only_with_room_for_both(
+        self, oracle: Pair, tmp_path: Path
+    ) -> None:
+        prompts = _write_prompts(tmp_path / "p.jsonl", _chain_prompts(32))
+        r = _eval(oracle, prompts, "--vocab", "union", "--max-new-tokens", "32", "--json", "-q")
+        assert r.exit_code == 0, r.output
+        wide = EvaluationInfo.model_validate_json(r.stdout).modes["union"].languages
+        assert {lang: st.accept_length for lang, st in wide.items()} == {"en": 4.0, "zh": 4.0}
+        # the same union squeezed into K rows: half of each language's drafts miss it
+        save_token_map(tmp_path / "narrow.pt", _union(128))
+        narrow_draft = export_cli(
+            oracle.target, tmp_path / "narrow", "--token-map",
+            f"en={oracle.draft / 'freq_en_128.pt'}", "--token-map",
+            f"zh={oracle.draft / 'freq_zh_128.pt'}", "--token-map",
+            f"union={tmp_path / 'narrow.pt'}", "--default-lang", "en",
+        )  # fmt: skip
+        narrow = Pair(oracle.target, narrow_draft, oracle.tokenizer)
+        r = _eval(narrow, prompts, "--vocab", "union", "--max-new-tokens", "32", "--json", "-q")
+        assert r.exit_code == 0, r.output
+        info = EvaluationInfo.model_validate_json(r.stdout)
+        assert info.lossless
+        for lang, st in info.modes["union"].languages.items():
+            assert st.accept_length is not None
+            assert st.accept_length < 3.0, (lang, st)
+
     def test_table_and_default_modes(self, oracle: Pair, tmp_path: Path) -> None:
         prompts = _write_prompts(tmp_path / "p.jsonl", _chain_prompts(16))
         r = _eval(oracle, prompts, "--max-new-tokens", "16", "-q")
         assert r.exit_code == 0, r.output
         lines = r.stdout.splitlines()
         assert lines[0].split()[:5] == ["vocab", "lang", "prompts", "tokens", "tau"]
-        modes = {line.split()[0] for line in lines[1:] if line.split()[0] in ("full", "auto")}
-        assert modes == {"full", "auto"}  # the default: full, plus auto with maps
-        assert "lossless: all 12 speculative outputs equal greedy decoding" in r.stdout
+        modes = {line.split()[0] for line in lines[1:] if line.split()}
+        # the default: full, plus auto and union when the artifact ships maps and a union
+        assert modes & {"full", "auto", "union", "en", "zh"} == {"full", "auto", "union"}
+        # 6 prompts x 3 modes
+        assert "lossless: all 18 speculative outputs equal greedy decoding" in r.stdout
 
     def test_eos_inside_the_draft_window(self, oracle: Pair) -> None:
         target, mtp = _decoder(oracle)
@@ -299,7 +337,7 @@ class TestBadInput:
     @pytest.mark.parametrize(
         ("args", "needle"),
         [
-            (["--vocab", "fr"], "--vocab fr: choose full, auto or a language with a map"),
+            (["--vocab", "fr"], "--vocab fr: choose full, auto, union or a language with a map"),
             (["--vocab", "xx!"], "--vocab xx!"),
             (["--k", "0"], "at least 1"),
         ],

@@ -14,11 +14,15 @@ from typer.testing import CliRunner, Result
 from fastmtp_export.cli import app
 from fastmtp_export.corpus import CorpusFile
 from fastmtp_export.map_builder import build_token_maps
-from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
 from fastmtp_export.token_maps import save_token_map
 from fastmtp_export.tokenizer import load_tokenizer
 
-from .conftest import BPE_MODEL_VOCAB, assert_one_line_error, nothing_written, tree_digest
+from .conftest import (
+    assert_one_line_error,
+    nothing_written,
+    tree_digest,
+    write_bpe_source,
+)
 
 K = 64
 
@@ -36,13 +40,7 @@ def maps_dir(
 
 @pytest.fixture
 def source(tmp_path: Path, bpe_tokenizer: Path) -> Path:
-    """A tiny MiMo checkpoint sharing the BPE fixture's vocab and EOS ids."""
-    gen = json.loads((bpe_tokenizer / "generation_config.json").read_text())
-    cfg = mimo_config({**TINY, "vocab_size": BPE_MODEL_VOCAB})
-    cfg["eos_token_id"] = gen["eos_token_id"][0]
-    src = write_synthetic_mimo(tmp_path / "src", cfg, seed=0, num_shards=2)
-    (src / "generation_config.json").write_text(json.dumps(gen))
-    return src
+    return write_bpe_source(tmp_path / "src", bpe_tokenizer)
 
 
 def _export(runner: CliRunner, source: Path, out: Path, *args: str) -> Result:

@@ -29,12 +29,14 @@ from typer.testing import CliRunner
 
 from fastmtp_export.cli import app
 from fastmtp_export.token_maps import save_token_map
+from fastmtp_export.union_map import union_hot_ids
 
 from .conftest import export_cli
 from .sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
 from .sglang_lane.oracle import (
     EN,
     EOS,
+    VOCAB,
     ZH,
     chain_permutation,
     greedy_chain,
@@ -87,8 +89,17 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Lane:
     write_char_tokenizer(root / "oracle-tokenizer")
     save_token_map(root / "en.pt", EN)
     save_token_map(root / "zh.pt", [*ZH, EOS])
+    # the union of both maps at 2K rows: stock SGLang's answer to mixed traffic
+    union = union_hot_ids(
+        {"en": EN, "zh": [*ZH, EOS]}, {"en": 0.5, "zh": 0.5}, 2 * len(EN), required=[EOS],
+        vocab_size=VOCAB,
+    )  # fmt: skip
+    save_token_map(root / "union.pt", union)
     maps = ["--token-map", f"en={root / 'en.pt'}", "--token-map", f"zh={root / 'zh.pt'}"]
-    oracle_draft = export_cli(oracle, root / "oracle-draft", *maps, "--default-lang", "en")
+    oracle_draft = export_cli(
+        oracle, root / "oracle-draft", *maps, "--token-map", f"union={root / 'union.pt'}",
+        "--default-lang", "en",
+    )  # fmt: skip
     rnd = write_target(root / "random", oracle=False, seed=1)
     random_draft = export_cli(rnd, root / "random-draft")
     # the oracle with full-strength residual blocks: its copy draft is right about half
@@ -575,6 +586,38 @@ class TestMixedLanguageTraffic:
 
 
 @pytest.fixture(scope="class")
+def union_spec(lane: Lane) -> Iterator[Server]:
+    """Stock SGLang (no plugin) with the artifact's union map as its one static map."""
+    yield from _spec(
+        lane, lane.oracle, lane.oracle_draft,
+        "--speculative-token-map", str(lane.oracle_draft / "freq_union_256.pt"),
+    )  # fmt: skip
+
+
+class TestStockUnionMap:
+    """The plugin-free option: one union map keeps both languages under mixed traffic."""
+
+    def test_each_language_keeps_its_own_map_acceptance(
+        self, union_spec: Server, mixed_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        runs = _traffic(union_spec, list(mixed_plain))
+        alone = _tau_per_lang(runs["batch 1 alone"])
+        assert min(alone.values()) >= 3.8, alone  # own-map acceptance on the oracle
+        for name, docs in runs.items():
+            _assert_parity(docs, mixed_plain)
+            tau = _tau_per_lang(docs)
+            for lang in ("en", "zh"):
+                assert tau[lang] >= 0.95 * alone[lang], (name, lang, tau, alone)
+        log = union_spec.log.read_text(errors="replace")
+        assert "per-language draft vocabulary active" not in log  # stock: no plugin
+
+    def test_eval_union_matches_sglang(
+        self, lane: Lane, union_spec: Server, oracle_plain: dict[Case, dict[str, Any]]
+    ) -> None:
+        _assert_eval_matches_sglang(lane, union_spec, oracle_plain, "union")
+
+
+@pytest.fixture(scope="class")
 def majority_spec(lane: Lane) -> Iterator[Server]:
     """K_u = K: one language per batch, the previous (majority-language) design."""
     yield from _spec(
@@ -766,9 +809,9 @@ class TestExplicitTokenMapWins:
 
 
 class TestServingBenchmark:
-    """bench/bench_serving.py end to end: five real servers, one mixed en/zh workload."""
+    """bench/bench_serving.py end to end: six real servers, one mixed en/zh workload."""
 
-    def test_five_modes_on_the_oracle(self, lane: Lane, tmp_path: Path) -> None:
+    def test_six_modes_on_the_oracle(self, lane: Lane, tmp_path: Path) -> None:
         rng = random.Random(11)
         prompts = tmp_path / "prompts.jsonl"
         with prompts.open("w", encoding="utf-8") as fh:
@@ -800,7 +843,7 @@ class TestServingBenchmark:
         runs = {
             (row["mode"], row["concurrency"]): row for row in json.loads(out.read_text())["runs"]
         }
-        modes = ("none", "full", "static", "plugin", "plugin-k")
+        modes = ("none", "full", "static", "static-union", "plugin", "plugin-k")
         assert set(runs) == {(m, c) for m in modes for c in (1, 8)}
 
         def tau(mode: str, conc: int, lang: str) -> float:
@@ -833,6 +876,10 @@ class TestServingBenchmark:
         # one language per batch (plugin-k, K_u = K) loses the minority's drafts
         for lang in ("en", "zh"):
             assert tau("plugin", 8, lang) >= 0.95 * tau("plugin", 1, lang), runs["plugin", 8]
+        # the union map (2K rows, stock SGLang) holds both languages like the plugin's union
+        for lang in ("en", "zh"):
+            for conc in (1, 8):
+                assert tau("static-union", conc, lang) >= 0.95 * tau("plugin", 1, lang), lang
         overall = {m: runs[m, 8]["all"]["accept_length"] for m in ("plugin", "plugin-k", "static")}
         assert overall["plugin-k"] < 0.9 * overall["plugin"], overall
         assert overall["plugin-k"] > overall["static"], overall

@@ -92,9 +92,9 @@ def eval_(
     vocab: Annotated[
         list[str] | None,
         typer.Option(
-            help="Draft vocabulary: full, auto (each prompt's language map, as sglang_patch) "
-            "or LANG (one static map, as stock SGLang). Repeatable "
-            "[default: full and auto when the artifact has maps].",
+            help="Draft vocabulary: full, auto (each prompt's language map, as sglang_patch), "
+            "LANG (one static map, as stock SGLang) or union (the artifact's union map, "
+            "as stock SGLang). Repeatable [default: full, and auto and union when shipped].",
             metavar="MODE",
         ),
     ] = None,

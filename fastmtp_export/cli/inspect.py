@@ -50,12 +50,25 @@ def render(report: ArtifactReport) -> str:
             cov = "coverage unknown" if e.coverage is None else f"coverage {100 * e.coverage:.1f}%"
             tokens = "" if e.tokens is None else f", {e.tokens:,} corpus tokens"
             lines.append(f"  {lang:<4} {e.file:<28} {cov}{tokens}")
+        if maps.union:
+            u = maps.union
+            cov = ", ".join(
+                f"{t} {'-' if v is None else f'{100 * v:.1f}%'}"
+                for t, v in sorted((u.coverage or {}).items())
+            )
+            shares = ", ".join(f"{t} {w:.2f}" for t, w in (u.weights or {}).items())
+            lines.append(
+                f"  union {u.file:<27} N={u.size}"
+                + (f", row shares {shares}" if shares else "")
+                + (f", coverage {cov}" if cov else "")
+            )
     lines += [f"problem    {p}" for p in report.problems]
     lines += [f"warning    {w}" for w in report.warnings]
     lines += ["serve with", "  " + shlex.join(report.launch_command())]
     if maps is not None:
         lines += [
-            "stock SGLang without the plugin (one static map)",
+            "stock SGLang without the plugin (one static map"
+            + (": the union)" if maps.union else ")"),
             "  " + shlex.join(report.launch_command(static_map=True)),
         ]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ BUILD_EXAMPLES = """Examples:
   fastmtp-export token-map build en=en.jsonl zh=zh.jsonl --tokenizer ./MiMo-7B-RL \\
       --out maps --size 16384 --sizes 8192,16384,32768,65536
   fastmtp-export token-map build chats.jsonl --tokenizer ./tok --detect --languages en,zh,ja
+  fastmtp-export token-map build en=en.jsonl zh=zh.jsonl --tokenizer ./MiMo-7B-RL \\
+      --out maps --size 16384 --union 32768 --weights en=0.6,zh=0.4
 """
 
 
@@ -65,12 +67,19 @@ def render_coverage(summary: TokenMapSummary) -> str:
         return f"{'-' if v is None else f'{100 * v:.1f}%':>{width}}"
 
     k = str(summary.size)
+    u = summary.union
+    union_head = f"union:{u.size}" if u else ""
     lines = [
         f"coverage of held-out tokens at K={summary.size} (rows: text language, columns: map)",
-        " " * 6 + "".join(f"{m:>{width}}" for m in langs),
+        " " * 6
+        + "".join(f"{m:>{width}}" for m in langs)
+        + (f"{union_head:>{max(width, len(union_head) + 2)}}" if u else ""),
     ]
     for t in langs:
-        lines.append(f"{t:<6}" + "".join(pct(summary.coverage[k][t][m]) for m in langs))
+        cells = "".join(pct(summary.coverage[k][t][m]) for m in langs)
+        if u:
+            cells += f"{pct(u.coverage.get(t)).strip():>{max(width, len(union_head) + 2)}}"
+        lines.append(f"{t:<6}" + cells)
     if len(summary.coverage) > 1:
         lines += [
             "",
@@ -85,6 +94,9 @@ def render_coverage(summary: TokenMapSummary) -> str:
         e = summary.languages[lang]
         counts = f"{e.records:>10,}{e.tokens:>14,}{e.distinct_tokens:>10,}{e.padded:>8}"
         lines.append(f"{lang:<6}{counts}  {e.file}")
+    if u:
+        shares = ", ".join(f"{lang} {w:.2f}" for lang, w in u.weights.items())
+        lines.append(f"{'union':<6}{'':>42}  {u.file} (row shares: {shares})")
     lines.append(f"default language: {summary.default_lang} (most tokens)")
     return "\n".join(lines)
 
@@ -158,6 +170,22 @@ def build(
         int | None,
         typer.Option(help="Model vocab size [default: config.json's, else the tokenizer's]."),
     ] = None,
+    union: Annotated[
+        int | None,
+        typer.Option(
+            help="Also write freq_union_<N>.pt: one map of N ids holding every language's "
+            "hot tokens, for stock SGLang serving mixed traffic (e.g. N = 2K for two).",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="With --union: each language's share of its rows: equal, tokens (share of "
+            "counted tokens) or LANG=W,... (only those languages), e.g. en=0.7,zh=0.3.",
+        ),
+    ] = "equal",
     batch_size: Annotated[int, typer.Option(help="Records per tokenizer batch.")] = 2048,
     workers: Annotated[
         int | None,
@@ -170,8 +198,9 @@ def build(
     """Count tokens of self-distilled corpora per language and write one map per language.
 
     Writes freq_<lang>_<K>.pt (torch.save(list_of_ids), loadable by stock SGLang's
-    --speculative-token-map) and token_maps.json (counts and the held-out coverage
-    matrix) into DIR atomically, and prints the coverage table.
+    --speculative-token-map), with --union one freq_union_<N>.pt holding every language,
+    and token_maps.json (counts and the held-out coverage matrix) into DIR atomically,
+    and prints the coverage table.
     """
     from ..corpus import CorpusFile
     from ..errors import FastMTPError
@@ -184,6 +213,8 @@ def build(
         raise typer.BadParameter("--holdout must be in [0, 1)")
     if statistical and not detect:
         raise FastMTPError("--statistical refines --detect; pass --detect too")
+    if weights != "equal" and union is None:
+        raise FastMTPError("--weights shapes the union map; pass --union N too")
     langs = _languages(languages)
     tok = load_tokenizer(tokenizer, extra_eos=eos or (), vocab_size=vocab_size)
     detector = None
@@ -208,6 +239,8 @@ def build(
         workers=workers,
         overwrite=overwrite,
         progress=False if quiet else None,
+        union=union,
+        weights=weights,
     )
     if json_out:
         emit_json({"out": str(result.out), **result.summary.model_dump(mode="json")})
