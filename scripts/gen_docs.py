@@ -52,7 +52,8 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
         if sub is None and type(None) in args:  # Optional[Model]: document the model
             sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
             if sub is not None:
-                rows.append(f"| `{prefix}{name}` | {field.description or ''} Null when absent. |")
+                absent = "" if "absent" in (field.description or "") else " Null when absent."
+                rows.append(f"| `{prefix}{name}` | {field.description or ''}{absent} |")
         if sub is not None:
             rows += _fields(sub, f"{prefix}{name}.")
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,12 +46,13 @@ RESIDUAL_SCALE = 0.05
 HEAD_SCALE = 8.0
 
 
-def chain_permutation(seed: int = 0) -> list[int]:
-    """``perm[t]``: one cycle through ``EN`` (EOS included), one through ``ZH``, 255 fixed."""
+def chain_permutation(seed: int = 0, groups: Sequence[Sequence[int]] = (EN, ZH)) -> list[int]:
+    """``perm[t]``: one cycle through each group (default ``EN`` with EOS, then ``ZH``);
+    ids in no group (255) are fixed points."""
     rng = random.Random(seed)
     perm = list(range(VOCAB))
-    for ids in (EN, ZH):
-        order = ids[:]
+    for ids in groups:
+        order = list(ids)
         rng.shuffle(order)
         for a, b in zip(order, order[1:] + order[:1], strict=True):
             perm[a] = b
@@ -83,7 +85,12 @@ def config() -> dict[str, object]:
 
 
 def _weights(
-    cfg: dict[str, object], *, oracle: bool, seed: int, residual: float
+    cfg: dict[str, object],
+    *,
+    oracle: bool,
+    seed: int,
+    residual: float,
+    groups: Sequence[Sequence[int]] = (EN, ZH),
 ) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     shapes = mimo_tensor_shapes(cfg)
@@ -99,7 +106,7 @@ def _weights(
     out["model.embed_tokens.weight"] = embed
     if not oracle:
         return out
-    perm = chain_permutation(seed)
+    perm = chain_permutation(seed, groups)
     unit = embed / embed.norm(dim=-1, keepdim=True)  # [V, H]
     head = torch.zeros(VOCAB, h)  # [V, H]
     for t in range(VOCAB):
@@ -120,16 +127,22 @@ def _weights(
 
 
 def write_target(
-    path: Path, *, oracle: bool, seed: int = 0, residual: float = RESIDUAL_SCALE
+    path: Path,
+    *,
+    oracle: bool,
+    seed: int = 0,
+    residual: float = RESIDUAL_SCALE,
+    groups: Sequence[Sequence[int]] = (EN, ZH),
 ) -> Path:
     """A target checkpoint (trunk + MTP layer) in ``path``; returns ``path``.
 
     ``residual`` scales the oracle's residual blocks: larger values make the target
     stray from the chain (context matters more), so the copy draft is only partly right.
+    ``groups``: the oracle's "languages", each closed under its chain (EOS in the first).
     """
     path.mkdir(parents=True, exist_ok=True)
     cfg = config()
-    weights = _weights(cfg, oracle=oracle, seed=seed, residual=residual)
+    weights = _weights(cfg, oracle=oracle, seed=seed, residual=residual, groups=groups)
     tensors = {k: v.contiguous() for k, v in weights.items()}
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
