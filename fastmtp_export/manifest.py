@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import Field, ValidationError
 
 from ._schema import StrictModel
 from .atomic import atomic_write
@@ -97,13 +97,7 @@ class TokenMapsInfo(StrictModel):
         description="One map of several languages for stock SGLang (absent: none shipped).",
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_union(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """No ``union`` key when there is none: the manifest is then exactly format 1."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("union") is None:
-            data.pop("union", None)
-        return data
+    omit_when_none = ("union",)
 
 
 def format_version_for(token_maps: TokenMapsInfo | None) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import Field, ValidationError
 
 from ._schema import StrictModel
 from .errors import TokenMapError
@@ -79,13 +79,7 @@ class TokenMapSummary(StrictModel):
         description="One map holding several languages (build --union); absent if none.",
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_union(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """No ``union`` key when there is none: such a summary is exactly version 1."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("union") is None:
-            data.pop("union", None)
-        return data
+    omit_when_none = ("union",)
 
 
 def load_summary(directory: Path) -> TokenMapSummary | None:
