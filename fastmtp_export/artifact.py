@@ -16,6 +16,7 @@ from typing import Any
 
 from . import manifest as mf
 from .checkpoint import INDEX_NAME
+from .confine import refuse_escaping_links
 from .contract import CONTRACTS, contract_problems
 from .errors import ArtifactError, FastMTPError
 from .launch import sglang_command
@@ -87,6 +88,7 @@ def inspect_artifact(path: Path, *, check_hashes: bool = True) -> ArtifactReport
     if not path.is_dir():
         raise ArtifactError(f"{path} is not a directory; pass an exported artifact directory")
     report = ArtifactReport(path.absolute(), mf.load(path))
+    refuse_escaping_links(report.path, mf.referenced_files(report.manifest))
     _check_files(report, check_hashes)
     config = _load_config(report)
     _check_tensors(report, config)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from ._schema import StrictModel
 from .atomic import atomic_write
+from .confine import PlainName
 from .errors import ArtifactError
 from .eval_schema import EvaluationInfo
 
@@ -35,7 +36,7 @@ class FileEntry(StrictModel):
 class TensorEntry(StrictModel):
     dtype: str = Field(description="safetensors dtype code, e.g. BF16.")
     shape: list[int] = Field(description="Tensor shape.")
-    file: str = Field(description="The safetensors file holding it.")
+    file: PlainName = Field(description="The safetensors file holding it.")
 
 
 class SourceInfo(StrictModel):
@@ -66,7 +67,7 @@ class SGLangInfo(StrictModel):
 
 
 class LanguageMapEntry(StrictModel):
-    file: str = Field(description="Map file at the artifact root, freq_<lang>_<K>.pt.")
+    file: PlainName = Field(description="Map file at the artifact root, freq_<lang>_<K>.pt.")
     coverage: float | None = Field(
         description="Held-out token coverage of this language by its own map (null: unknown)."
     )
@@ -74,7 +75,7 @@ class LanguageMapEntry(StrictModel):
 
 
 class UnionMapEntry(StrictModel):
-    file: str = Field(description="Union map file at the artifact root, freq_union_<N>.pt.")
+    file: PlainName = Field(description="Union map file at the artifact root, freq_union_<N>.pt.")
     size: int = Field(description="N: ids in the union map.")
     weights: dict[str, float] | None = Field(
         description="Share of the rows given to each language (null: a hand-made map)."
@@ -100,6 +101,16 @@ class TokenMapsInfo(StrictModel):
     omit_when_none = ("union",)
 
 
+def referenced_files(manifest: Manifest) -> list[str]:
+    """Every file name the manifest points at: listed files, tensor shards, maps."""
+    names = [*manifest.files, *(t.file for t in manifest.tensors.values())]
+    maps = manifest.token_maps
+    if maps is not None:
+        names += [e.file for e in maps.languages.values()]
+        names += [maps.union.file] if maps.union else []
+    return sorted(set(names))
+
+
 def format_version_for(token_maps: TokenMapsInfo | None) -> int:
     """The oldest format version that describes an artifact with these maps."""
     return 2 if token_maps is not None and token_maps.union is not None else 1
@@ -117,7 +128,7 @@ class Manifest(StrictModel):
     dtype: str = Field(description="Tensor dtype of the draft weights, or 'mixed'.")
     num_parameters: int = Field(description="Total parameters in the draft tensors.")
     tensors: dict[str, TensorEntry] = Field(description="Every draft tensor, by name.")
-    files: dict[str, FileEntry] = Field(
+    files: dict[PlainName, FileEntry] = Field(
         description="Every artifact file except fastmtp.json itself, with size and sha256."
     )
     source: SourceInfo

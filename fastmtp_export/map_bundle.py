@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest as mf
+from .confine import refuse_escaping_links
 from .errors import TokenMapError
 from .lang import normalize_lang
 from .map_summary import TokenMapSummary, load_summary
@@ -101,6 +102,8 @@ def _from_dir(directory: Path) -> tuple[dict[str, Path], Path | None, TokenMapSu
     summary = load_summary(directory)
     union = None
     if summary is not None:
+        names = [e.file for e in summary.languages.values()]
+        refuse_escaping_links(directory, [*names, *([summary.union.file] if summary.union else [])])
         paths = {lang: directory / e.file for lang, e in summary.languages.items()}
         union = directory / summary.union.file if summary.union else None
     else:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from ._schema import StrictModel
+from .confine import PlainName
 from .errors import TokenMapError
 
 SUMMARY_NAME = "token_maps.json"
@@ -26,7 +27,7 @@ CoverageMatrix = dict[str, dict[str, dict[str, float | None]]]
 
 
 class LanguageSummary(StrictModel):
-    file: str = Field(description="Map file name, freq_<lang>_<K>.pt.")
+    file: PlainName = Field(description="Map file name, freq_<lang>_<K>.pt.")
     sha256: str = Field(description="sha256 of the map file.")
     records: int = Field(description="Corpus records counted (held-out ones excluded).")
     tokens: int = Field(description="Tokens counted (held-out ones excluded).")
@@ -46,7 +47,7 @@ class CorpusEntry(StrictModel):
 
 
 class UnionSummary(StrictModel):
-    file: str = Field(description="Union map file name, freq_union_<N>.pt.")
+    file: PlainName = Field(description="Union map file name, freq_union_<N>.pt.")
     sha256: str = Field(description="sha256 of the union map file.")
     size: int = Field(description="N: ids in the union map (its own size, not K).")
     weights: dict[str, float] = Field(
@@ -102,8 +103,15 @@ def load_summary(directory: Path) -> TokenMapSummary | None:
         )
     try:
         return TokenMapSummary.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as exc:
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
         raise TokenMapError(
-            f"{path} is not a valid token-map summary ({str(exc).splitlines()[0]}); "
+            f"{path} is not a valid token-map summary (at {where}: {first['msg']}); "
+            "rebuild the maps with fastmtp-export token-map build"
+        ) from exc
+    except OSError as exc:
+        raise TokenMapError(
+            f"{path} is not a valid token-map summary ({exc}); "
             "rebuild the maps with fastmtp-export token-map build"
         ) from exc

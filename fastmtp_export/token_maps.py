@@ -132,14 +132,33 @@ class _PlainUnpickler(pickle.Unpickler):
         raise _NotPlainError
 
 
+#: records a torch zip of a plain list may hold besides data.pkl, with the only values
+#: torch.save writes (serialization_id: any); another layout goes to torch itself
+_KNOWN_RECORDS = dict(_ZIP_RECORDS) | {"version": b"3\n"}
+_SERIALIZATION_ID = ".data/serialization_id"
+
+
 def _read_plain(path: Path) -> object | None:
-    """The object in a torch zip file when it is plain data (a list), else ``None``."""
+    """The object in a torch zip file when it is plain data (a list) in exactly the layout
+    ``torch.save`` writes, else ``None`` (then ``torch.load`` decides, so nothing passes
+    here that torch, and so stock SGLang, would refuse)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if n.endswith("/data.pkl")]
-            if len(names) != 1:
+            names = zf.namelist()
+            prefix = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else None
+            if prefix is None or not all(n.startswith(prefix) for n in names):
                 return None
-            data = zf.read(names[0])
+            records = {n[len(prefix) :]: n for n in names}
+            if (
+                set(records) - {"data.pkl", *_KNOWN_RECORDS, _SERIALIZATION_ID}
+                or any(
+                    records.get(k) is None or zf.read(records[k]) != v
+                    for k, v in _KNOWN_RECORDS.items()
+                )
+                or "data.pkl" not in records
+            ):
+                return None
+            data = zf.read(records["data.pkl"])
         return _PlainUnpickler(io.BytesIO(data)).load()
     except Exception:  # anything unusual: torch.load decides and words the error
         return None

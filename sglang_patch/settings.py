@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fastmtp_export import manifest as mf
 from fastmtp_export.checkpoint import SourceCheckpoint
+from fastmtp_export.confine import refuse_escaping_links
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.token_maps import load_token_map
 
@@ -70,6 +71,7 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
     info = manifest.token_maps
     if info is None:
         return None
+    refuse_escaping_links(draft_dir, [e.file for e in info.languages.values()])
     try:
         vocab = int(json.loads((draft_dir / "config.json").read_text())["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
