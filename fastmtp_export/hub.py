@@ -9,6 +9,7 @@ leaves the repository as it was.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from . import manifest as mf
 from .errors import HubError
 from .model_card import CARD_NAME, CardOptions, render_card
 from .safetensors_io import sha256_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,32 +122,77 @@ def push(
 ) -> PushResult:
     """Create the repo if needed and upload ``plan`` as one commit.
 
-    The refreshed card is written into the artifact first (atomically), so the local
-    directory and the repository match.
+    The card is committed from memory and written into the artifact only after the
+    commit succeeded, so a failed push leaves the artifact exactly as it was. A repo or
+    branch this push created is deleted again when the commit fails (the Hub's commit
+    is atomic: nothing else can be left behind).
 
     Raises:
         HubError: authentication, permission, network or server failure (one line).
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     from .atomic import atomic_write
 
-    atomic_write(plan.artifact / CARD_NAME, plan.card.encode())
     api = HfApi(token=token)
     endpoint = api.endpoint
     message = commit_message or f"Upload FastMTP draft ({len(plan.files)} files, fastmtp-export)"
+    card = plan.card.encode()
+    operations = [
+        CommitOperationAdd(f.path_in_repo, card if f.path_in_repo == CARD_NAME else str(f.local))
+        for f in plan.files
+    ]
+    created_repo = created_branch = False
     with _hub_errors(plan.repo_id, endpoint):
-        repo_url = api.create_repo(plan.repo_id, private=private, exist_ok=True)
-        if revision not in (None, "main") and not create_pr:
-            api.create_branch(plan.repo_id, branch=str(revision), exist_ok=True)
-        info = api.create_commit(
-            plan.repo_id,
-            operations=[CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files],
-            commit_message=message,
-            revision=revision,
-            create_pr=create_pr,
-        )
-    return PushResult(info.commit_url, info.oid, info.pr_url, str(repo_url), plan)
+        try:
+            repo_url = str(api.create_repo(plan.repo_id, private=private))
+            created_repo = True
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status not in (401, 402, 403, 409):
+                raise
+            if status != 409:  # a token may write to a repo it may not create
+                try:
+                    api.repo_info(plan.repo_id)
+                except HfHubHTTPError:
+                    raise exc from None
+            repo_url = f"{endpoint}/{plan.repo_id}"  # it exists: push into it
+        branch = str(revision) if revision not in (None, "main") and not create_pr else None
+        try:
+            if branch is not None:
+                try:
+                    api.create_branch(plan.repo_id, branch=branch)
+                    created_branch = True
+                except HfHubHTTPError as exc:
+                    if exc.response is None or exc.response.status_code != 409:
+                        raise
+            info = api.create_commit(
+                plan.repo_id,
+                operations=operations,
+                commit_message=message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+        except BaseException:
+            _undo(api, plan.repo_id, repo=created_repo, branch=branch if created_branch else None)
+            raise
+    atomic_write(plan.artifact / CARD_NAME, card)
+    return PushResult(info.commit_url, info.oid, info.pr_url, repo_url, plan)
+
+
+def _undo(api: Any, repo_id: str, *, repo: bool, branch: str | None) -> None:
+    """Delete what a failed push created (its repo, else its branch); never raises."""
+    try:
+        if repo:
+            api.delete_repo(repo_id)
+            log.info("deleted %s, which this failed push had created", repo_id)
+        elif branch is not None:
+            api.delete_branch(repo_id, branch=branch)
+            log.info("deleted branch %s of %s, which this failed push had created", branch, repo_id)
+    except Exception as exc:  # the push's own error is the one to report
+        log.warning("could not delete what the failed push created in %s (%s)", repo_id,
+                    type(exc).__name__)  # fmt: skip
 
 
 @contextmanager

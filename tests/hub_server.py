@@ -1,13 +1,15 @@
 """A small local Hugging Face Hub, over real HTTP on 127.0.0.1, for push tests.
 
-It implements the endpoints huggingface_hub's ``create_repo``, ``create_branch`` and
-``create_commit`` call (repo creation and info, YAML validation, preupload, branch,
-commit), keeps repositories in memory and records every request. Every file is
-declared ``regular`` at preupload, so content arrives base64-encoded inside the
-commit and LFS/Xet transfers are out of scope (docs/testing.md says so).
+It implements the endpoints huggingface_hub's ``create_repo``, ``create_branch``,
+``create_commit``, ``delete_repo`` and ``delete_branch`` call (repo creation, info and
+deletion, YAML validation, preupload, branch creation and deletion, commit), keeps
+repositories in memory and records every request. Every file is declared ``regular``
+at preupload, so content arrives base64-encoded inside the commit and LFS/Xet
+transfers are out of scope (docs/testing.md says so).
 
-Users: token ``hf_alice`` is alice (writes ``alice/*``); any other token is rejected
-with 401. ``bob/*`` repositories exist but belong to someone else (403 on writes).
+Users: tokens ``hf_alice`` and :data:`SENTINEL_TOKEN` are alice (writes ``alice/*``);
+any other token is rejected with 401. ``bob/*`` repositories exist but belong to
+someone else (403 on writes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 GOOD_TOKEN = "hf_alice"
+#: a second good token for alice, unlikely to appear in any output by chance
+SENTINEL_TOKEN = "hf_SENTINEL_b7e1c9d4a2f0"
 USER = "alice"
 
 
@@ -84,6 +88,9 @@ class FakeHub:
             def do_POST(self) -> None:
                 hub._serve(self, "POST")
 
+            def do_DELETE(self) -> None:
+                hub._serve(self, "DELETE")
+
         return Handler
 
     # -- plumbing -------------------------------------------------------------------
@@ -107,7 +114,7 @@ class FakeHub:
         h.wfile.write(data)
 
     def _user(self, auth: str | None) -> str | None:
-        return USER if auth == f"Bearer {GOOD_TOKEN}" else None
+        return USER if auth in (f"Bearer {GOOD_TOKEN}", f"Bearer {SENTINEL_TOKEN}") else None
 
     def _route(
         self, method: str, path: str, query: dict[str, list[str]], body: bytes, auth: str | None
@@ -117,6 +124,14 @@ class FakeHub:
             return 401, {"error": "Invalid credentials in Authorization header"}
         if method == "POST" and path == "/api/repos/create":
             return self._create(json.loads(body), user)
+        if method == "DELETE" and path == "/api/repos/delete":
+            doc = json.loads(body)
+            repo_id = f"{doc.get('organization') or user}/{doc['name']}"
+            gone = self.repos.get(repo_id)
+            if gone is None or gone.owner != user:
+                return 404, {"error": f"Repository {repo_id} not found"}
+            del self.repos[repo_id]
+            return 200, {}
         if method == "POST" and path == "/api/validate-yaml":
             return 200, {"errors": [], "warnings": []}
         if not path.startswith("/api/models/"):
@@ -138,6 +153,11 @@ class FakeHub:
                     for f in files
                 ]
             }
+        if action == ["branch"] and method == "DELETE":
+            if arg not in repo.branches or arg == "main":
+                return 404, {"error": f"Branch {arg} not found"}
+            del repo.branches[arg]
+            return 200, {}
         if action == ["branch"]:
             if arg in repo.branches:
                 return 409, {"error": f"Branch {arg} already exists"}

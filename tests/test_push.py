@@ -27,7 +27,7 @@ from fastmtp_export.model_card import CardOptions, base_from_path, render_card
 from fastmtp_export.token_maps import save_token_map
 
 from .conftest import assert_one_line_error, tree_digest
-from .hub_server import GOOD_TOKEN, FakeHub
+from .hub_server import GOOD_TOKEN, SENTINEL_TOKEN, FakeHub
 
 
 @pytest.fixture
@@ -72,7 +72,14 @@ def _with_evaluation(artifact: Path) -> None:
     mf.write_evaluation(artifact, info)
 
 
-def _push(hub_url: str, artifact: Path, *args: str, token: str | None = GOOD_TOKEN) -> Any:
+def _push(
+    hub_url: str,
+    artifact: Path,
+    *args: str,
+    token: str | None = GOOD_TOKEN,
+    extra_env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(
         HF_ENDPOINT=hub_url,
@@ -81,9 +88,10 @@ def _push(hub_url: str, artifact: Path, *args: str, token: str | None = GOOD_TOK
     )
     if token is not None:
         env["HF_TOKEN"] = token
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "fastmtp_export", "push", str(artifact), *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env, capture_output=True, text=True, timeout=120, check=False, input=stdin,
     )  # fmt: skip
 
 
@@ -173,15 +181,33 @@ class TestPushFailures:
         _one_line_error(r, "no write access to bob/taken (403", "nothing was published")
         assert hub.repos["bob/taken"].commits == []
 
-    def test_server_error_mid_commit_publishes_nothing(self, hub: FakeHub, artifact: Path) -> None:
+    def test_failed_commit_leaves_no_new_repo_and_an_unchanged_artifact(
+        self, hub: FakeHub, artifact: Path
+    ) -> None:
+        before = tree_digest(artifact)
         hub.fail_commit_with = 500
-        r = _push(hub.url, artifact, "--repo-id", "alice/d")
+        r = _push(hub.url, artifact, "--repo-id", "alice/d", "--base-model", "acme/base")
         _one_line_error(r, "server error (500", "nothing was published", "retry later")
-        repo = hub.repos["alice/d"]
-        assert repo.commits == []
-        assert repo.branches["main"] == {}
+        assert "alice/d" not in hub.repos  # this push created it, so it deleted it
+        assert [q.method for q in hub.requests if q.path == "/api/repos/delete"] == ["DELETE"]
         commits = [q for q in hub.requests if q.path.endswith("/commit/main")]
         assert len(commits) == 1  # huggingface_hub's policy: a commit is not retried
+        assert tree_digest(artifact) == before  # the card is written only after success
+
+    def test_failed_commit_keeps_an_existing_repo_and_drops_a_new_branch(
+        self, hub: FakeHub, artifact: Path
+    ) -> None:
+        assert _push(hub.url, artifact, "--repo-id", "alice/d").returncode == 0
+        first = list(hub.repos["alice/d"].commits)
+        before = tree_digest(artifact)
+        hub.fail_commit_with = 500
+        r = _push(hub.url, artifact, "--repo-id", "alice/d", "--revision", "dev",
+                  "--base-model", "acme/other")  # fmt: skip
+        _one_line_error(r, "server error (500")
+        repo = hub.repos["alice/d"]  # it existed before this push: kept
+        assert repo.commits == first
+        assert set(repo.branches) == {"main"}  # "dev" was this push's: deleted
+        assert tree_digest(artifact) == before
 
     def test_connection_refused(self, artifact: Path) -> None:
         with socket.socket() as s:
@@ -292,3 +318,48 @@ class TestModelCard:
 def test_bad_repo_id_in_process(artifact: Path) -> None:
     r = CliRunner().invoke(app, ["push", str(artifact), "--repo-id", "a/b/c", "--dry-run"])
     assert_one_line_error(r, "is not ORG/NAME")
+
+
+class TestTokenNeverShown:
+    """The token appears in no output on any path: success, every failure, --json, debug."""
+
+    @pytest.mark.parametrize(
+        ("case", "how", "debug"),
+        [
+            *((c, "env", "1") for c in ("ok-json", "ok", "401", "403", "500", "500-json",
+                                        "unreachable")),
+            ("ok", "stdin", "0"), ("500", "stdin", "1"), ("ok", "argv", "0"),
+            ("401", "argv", "1"),
+        ],
+    )  # fmt: skip
+    def test_sentinel(self, hub: FakeHub, artifact: Path, case: str, how: str, debug: str) -> None:
+        token = SENTINEL_TOKEN + ("-revoked" if case == "401" else "")
+        url = hub.url
+        if case == "unreachable":
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        hub.fail_commit_with = 500 if case.startswith("500") else None
+        args = ["--repo-id", "bob/taken" if case == "403" else "alice/s"]
+        args += ["--json"] if case.endswith("json") else []
+        env_token = token if how == "env" else None
+        stdin: str | None = None
+        if how == "stdin":
+            args += ["--token", "-"]
+            stdin = token + "\n"
+        if how == "argv":
+            args += ["--token", token]
+        r = _push(url, artifact, *args, token=env_token, stdin=stdin,
+                  extra_env={"FASTMTP_DEBUG": debug})  # fmt: skip
+        assert r.returncode == (0 if case.startswith("ok") else 1), r.stderr
+        assert "SENTINEL" not in r.stdout + r.stderr
+        if how == "argv":
+            assert "lands in shell history" in r.stderr
+        if debug == "1" and not case.startswith("ok"):
+            assert "Traceback" in r.stderr  # the debug path ran, and still hid the token
+
+    def test_empty_stdin_token_is_a_one_line_error(self, hub: FakeHub, artifact: Path) -> None:
+        r = _push(hub.url, artifact, "--repo-id", "alice/s", "--token", "-", token=None,
+                  stdin="\n")  # fmt: skip
+        _one_line_error(r, "--token - read an empty line from stdin")
+        assert hub.requests == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -59,7 +60,12 @@ def push(
     commit_message: Annotated[str | None, typer.Option(help="The commit title.")] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Hub token [default: HF_TOKEN, else the stored `hf auth login`]."),
+        typer.Option(
+            help="Hub token; '-' reads it from stdin. A token on the command line lands in "
+            "shell history: prefer HF_TOKEN or '-' [default: HF_TOKEN, else the stored "
+            "`hf auth login`].",
+            metavar="TOKEN|-",
+        ),
     ] = None,
     base_model: Annotated[
         str | None,
@@ -87,13 +93,24 @@ def push(
     Validates the artifact as `inspect` does and refuses an invalid one, creates the
     repository if needed, refreshes README.md (base model, launch commands, maps,
     evaluation, provenance) and uploads every file in a single commit. Prints the
-    commit URL. A failed commit leaves the repository as it was.
+    commit URL. A failed push changes neither the artifact nor the Hub (a repo or branch
+    it created is deleted again).
     """
+    from ..errors import FastMTPError
     from ..hub import plan_push
     from ..hub import push as do_push
     from ..model_card import CardOptions
 
     setup_logging(quiet)
+    if token == "-":
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise FastMTPError("--token - read an empty line from stdin; pipe the token in")
+    elif token is not None:
+        log.warning(
+            "a token given as --token TOKEN lands in shell history and process listings; "
+            "use HF_TOKEN or --token - (stdin) instead"
+        )
     card = CardOptions(
         repo_id=repo_id, base_model=base_model, base_revision=base_revision, license=license
     )
