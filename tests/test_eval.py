@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,6 @@ class TestOracle:
     def test_write_manifest_keeps_the_artifact_valid(
         self, oracle: Pair, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
     ) -> None:
-        import shutil
 
         draft = tmp_path / "draft"
         shutil.copytree(oracle.draft, draft)
@@ -329,10 +329,15 @@ class TestBadInput:
     ) -> None:
         prompts = tmp_path / "p.jsonl"
         prompts.write_text('{"prompt": "abc", "lang": "en"}\n\n' + line + "\n")
-        before = tree_digest(oracle.draft)
-        r = _eval(oracle, prompts)
+        draft = Path(shutil.copytree(oracle.draft, tmp_path / "draft"))
+        before = tree_digest(draft)
+        out = tmp_path / "eval.json"
+        r = _eval(Pair(oracle.target, draft, oracle.tokenizer), prompts, "--write-manifest",
+                  "--output", str(out))  # fmt: skip
         assert_one_line_error(r, needle, f"{prompts}:3")
-        assert tree_digest(oracle.draft) == before
+        assert tree_digest(draft) == before  # --write-manifest wrote nothing
+        assert not out.exists()
+        assert not out.with_suffix(".png").exists()
 
     @pytest.mark.parametrize(
         ("args", "needle"),
@@ -351,7 +356,6 @@ class TestBadInput:
         assert_one_line_error(_eval(noisy, prompts, "--vocab", "auto"), "needs token maps")
 
     def test_invalid_artifact_is_refused(self, oracle: Pair, tmp_path: Path) -> None:
-        import shutil
 
         draft = tmp_path / "draft"
         shutil.copytree(oracle.draft, draft)
@@ -367,7 +371,6 @@ class TestBadInput:
         self, oracle: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The losslessness check itself can fail: corrupt one speculative output."""
-        import shutil
 
         import fastmtp_export.speculate as spec
 

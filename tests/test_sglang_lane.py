@@ -155,8 +155,10 @@ def _concurrently(
     """Every case as its own request, ``workers`` in flight (default: all at once).
 
     ``params`` adds sampling params per case. Every case sent must come back: a missing
-    result fails, not only a wrong one.
+    result fails, not only a wrong one. Cases must be distinct (results are keyed by
+    case, so a repeated one would be sent twice and counted once).
     """
+    assert len(set(cases)) == len(cases), "repeated cases: each must be sent exactly once"
     with ThreadPoolExecutor(max_workers=workers or len(cases)) as pool:
         futures = {
             case: pool.submit(server.generate, list(case[0]), case[1], **params(case))
