@@ -1,14 +1,23 @@
-"""All-or-nothing output directories.
+"""All-or-nothing output directories, safe against a kill at any instant.
 
 An artifact is built in a hidden temporary sibling of the destination (same file
-system, so the final ``rename`` is atomic) and moved into place only when complete.
-Any failure, including running out of disk or Ctrl-C, removes the temporary directory
-and leaves the destination exactly as it was.
+system, so the final rename is atomic), fsynced, and moved into place only when
+complete. An existing destination is swapped with the new tree in one atomic
+``renameat2(RENAME_EXCHANGE)`` where the kernel has it (Linux >= 3.15), so the path
+always names a complete artifact, the old one or the new one. Elsewhere the swap is two
+renames, and a kill between them is repaired by the next run (the old tree is put
+back). Any failure, including running out of disk or Ctrl-C, removes the temporary
+directory and leaves the destination exactly as it was. A ``kill -9`` cannot clean
+up: each run holds a lock on its temporary directory, and the next run into the same
+parent deletes those of our naming that no live run holds.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
+
+log = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
 
 
 def current_umask() -> int:
@@ -66,8 +80,10 @@ def atomic_directory(
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        _recover(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; publish like mkdir would
+        lock = _hold(tmp)
     except OSError as exc:
         raise OutputError(
             f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"
@@ -85,22 +101,110 @@ def atomic_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
+
+
+def _hold(directory: Path) -> int:
+    """An fd holding an exclusive lock on ``directory`` while this run uses it (released
+    by the kernel when the process dies, however it dies)."""
+    fd = os.open(directory, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _abandoned(directory: Path) -> bool:
+    """Whether no live run holds ``directory`` (we take the lock, so nobody else can)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _recover(out: Path) -> None:
+    """Repair what a killed run left next to ``out``: put back a previous tree that a kill
+    between the two renames of the fallback swap left aside, and delete abandoned
+    temporary directories of our naming."""
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not _abandoned(old):
+            continue
+        kept = old / out.name
+        if kept.is_dir() and not out.exists():
+            kept.rename(out)
+            log.warning("restored %s, which an interrupted run had moved aside", out)
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        if tmp.is_dir() and _abandoned(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("removed %s, left by an interrupted run", tmp.name)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` (and ``root``) to disk, so a power
+    loss after the publishing rename cannot leave a renamed tree of empty files."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap ``a`` and ``b`` with ``renameat2(RENAME_EXCHANGE)``; ``False`` where
+    the kernel, libc or file system lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _publish(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an existing ``out`` is swapped away, then deleted."""
+    """Move the complete ``tmp`` to ``out``; an existing ``out`` is swapped out, then deleted."""
+    _fsync_tree(tmp)
     if not out.exists():
         tmp.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    out.rename(old / out.name)
-    try:
-        tmp.rename(out)
-    except OSError:
-        (old / out.name).rename(out)  # put the previous artifact back
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    elif _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous tree
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        lock = _hold(old)
+        try:
+            out.rename(old / out.name)
+            try:
+                tmp.rename(out)
+            except OSError:
+                (old / out.name).rename(out)  # put the previous artifact back
+                raise
+        finally:
+            os.close(lock)
+            shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(out.parent)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -121,6 +225,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             mode = 0o666 & ~current_umask()
         tmp.chmod(mode)
         tmp.replace(path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

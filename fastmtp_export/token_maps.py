@@ -18,9 +18,7 @@ Conventions (shared with speculators and FR-Spec):
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .atomic import current_umask
+from .atomic import atomic_write
 from .errors import TokenMapError
 
 if TYPE_CHECKING:
@@ -165,16 +163,8 @@ def _read_plain(path: Path) -> object | None:
 
 
 def save_token_map(path: Path, ids: Sequence[int]) -> None:
-    """Write ``ids`` as an FR-Spec ``.pt`` list atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(token_map_bytes(ids))
-        Path(tmp).chmod(0o666 & ~current_umask())  # mkstemp makes 0600
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``ids`` as an FR-Spec ``.pt`` list atomically (:func:`~.atomic.atomic_write`)."""
+    atomic_write(path, token_map_bytes(ids))
 
 
 def load_token_map(
