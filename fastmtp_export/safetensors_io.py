@@ -5,7 +5,9 @@ before writing. The exporter instead writes one tensor at a time (peak memory is
 tensor, not the head) and hashes the bytes as they go out, so the manifest's sha256
 values cost no second read. The format is the published one: an 8-byte little-endian
 header length, a JSON header (space-padded to 8 bytes) with ``dtype``, ``shape`` and
-``data_offsets`` per tensor plus ``__metadata__``, then one hole-free byte buffer.
+``data_offsets`` per tensor plus ``__metadata__``, then one hole-free byte buffer, laid
+out exactly as the safetensors package lays it out: for the same tensors and a
+one-key metadata the files are byte-identical (tested on random tensor sets).
 """
 
 from __future__ import annotations
@@ -39,7 +41,22 @@ DTYPE_SIZES: dict[str, int] = {
     "I8": 1,
     "U8": 1,
     "BOOL": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "F8_E8M0": 1,
 }
+#: sub-byte dtypes (bits per element; a tensor's bytes round up), read but never written
+DTYPE_BITS: dict[str, int] = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+def span_bytes(dtype: str, numel: int) -> int | None:
+    """Bytes a ``dtype`` tensor of ``numel`` elements occupies; ``None`` for an unknown dtype."""
+    if dtype in DTYPE_SIZES:
+        return numel * DTYPE_SIZES[dtype]
+    if dtype in DTYPE_BITS:
+        return -(-numel * DTYPE_BITS[dtype] // 8)
+    return None
 
 #: user-facing dtype names (``--dtype``, config ``torch_dtype``) <-> safetensors codes.
 DTYPE_CODES: dict[str, str] = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
@@ -122,8 +139,13 @@ def read_header(path: Path) -> Header:
         numel = 1
         for d in shape:
             numel *= d
-        expected = numel * DTYPE_SIZES.get(dtype, 0)
-        if end < begin or (dtype in DTYPE_SIZES and end - begin != expected):
+        expected = span_bytes(dtype, numel)
+        if expected is None:
+            raise CorruptShardError(
+                f"shard {path.name}: tensor {name!r} has dtype {dtype!r}, unknown to this "
+                "version of fastmtp-export; upgrade it, or re-save the checkpoint"
+            )
+        if end < begin or end - begin != expected:
             raise CorruptShardError(
                 f"shard {path.name}: tensor {name!r} spans {end - begin} bytes but "
                 f"{dtype}{list(shape)} needs {expected}; {fix}"
@@ -171,9 +193,20 @@ class WrittenFile:
     sha256: str
 
 
+#: the safetensors package's dtype order (its Rust ``Dtype`` enum, narrowest first)
+_DTYPE_RANK = {
+    code: i
+    for i, code in enumerate(
+        ("BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
+         "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+    )
+}  # fmt: skip
+
+
 def ordered(specs: Iterable[TensorSpec]) -> list[TensorSpec]:
-    """Deterministic layout: widest dtype first, then by name (keeps data aligned)."""
-    return sorted(specs, key=lambda s: (-DTYPE_SIZES[s.dtype], s.name))
+    """The layout ``safetensors.torch.save_file`` writes: dtypes in its enum order, widest
+    first (so data stays aligned), then names; files come out byte-identical to it."""
+    return sorted(specs, key=lambda s: (-_DTYPE_RANK[s.dtype], s.name))
 
 
 def build_header(specs: list[TensorSpec], metadata: dict[str, str]) -> bytes:

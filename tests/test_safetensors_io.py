@@ -107,3 +107,56 @@ def test_inconsistent_offsets_are_reported(tmp_path: Path) -> None:
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
     with pytest.raises(CorruptShardError, match="spans 8 bytes but F32"):
         read_header(path)
+
+
+CODES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_writer_is_byte_identical_to_safetensors_save_file(tmp_path: Path, seed: int) -> None:
+    """Random tensor sets (names, dtypes, shapes, metadata): our streaming writer's file
+    equals the safetensors package's, byte for byte."""
+    g = torch.Generator().manual_seed(seed)
+    dtypes = list(CODES)
+    tensors = {}
+    for i in range(int(torch.randint(1, 9, (1,), generator=g))):
+        dtype = dtypes[int(torch.randint(len(dtypes), (1,), generator=g))]
+        shape = tuple(int(d) for d in torch.randint(1, 6, (int(torch.randint(0, 4, (1,),
+                                                                              generator=g)),),
+                                                    generator=g))  # fmt: skip
+        values = torch.randn(shape, generator=g) * 4
+        name = f"model.layers.{int(torch.randint(0, 30, (1,), generator=g))}.w{i}"
+        tensors[name] = values.to(dtype)
+    metadata = {"format": "pt"}  # one key: safetensors orders several keys arbitrarily
+    save_file(tensors, str(tmp_path / "theirs.safetensors"), metadata=metadata)
+    specs = ordered(_spec(n, t, CODES[t.dtype]) for n, t in tensors.items())
+    write_safetensors(tmp_path / "ours.safetensors", specs, metadata)
+    ours = (tmp_path / "ours.safetensors").read_bytes()
+    assert ours == (tmp_path / "theirs.safetensors").read_bytes()
+
+
+def test_unknown_dtype_is_reported_not_skipped(tmp_path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "Q3_X", "shape": [4], "data_offsets": [0, 3]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "q.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(CorruptShardError, match="dtype 'Q3_X', unknown to this version"):
+        read_header(path)
+
+
+def test_sub_byte_dtypes_are_size_checked(tmp_path: Path) -> None:
+    for end, ok in ((3, True), (4, False)):  # F4[5] takes ceil(5 * 4 / 8) = 3 bytes
+        header = json.dumps({"w": {"dtype": "F4", "shape": [5], "data_offsets": [0, end]}})
+        raw = header.encode() + b" " * (-len(header) % 8)
+        path = tmp_path / f"f4-{end}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
+        if ok:
+            assert read_header(path).tensors["w"].shape == (5,)
+        else:
+            with pytest.raises(CorruptShardError, match="spans 4 bytes but F4"):
+                read_header(path)
