@@ -58,6 +58,7 @@ def span_bytes(dtype: str, numel: int) -> int | None:
         return -(-numel * DTYPE_BITS[dtype] // 8)
     return None
 
+
 #: user-facing dtype names (``--dtype``, config ``torch_dtype``) <-> safetensors codes.
 DTYPE_CODES: dict[str, str] = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 CODE_NAMES: dict[str, str] = {v: k for k, v in DTYPE_CODES.items()}
