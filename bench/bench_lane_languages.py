@@ -1,7 +1,7 @@
 """The serving benchmark on the CPU lane's oracle with 2 to 6 languages.
 
 Writes an oracle target whose vocabulary splits into ``--languages`` closed "languages"
-(each a token cycle, tests/sglang_lane/oracle.py), one map per language (K ids), the
+(each a token cycle, fastmtp_export/oracle.py), one map per language (K ids), the
 exported artifact, and a round-robin prompt file. Then it runs bench/bench_serving.py on
 it in the lane's environment (real SGLang 0.5.23 on this CPU). On the oracle a draft is
 right exactly when its token is in the draft vocabulary, so acceptance measures how
@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fastmtp_export.export import export_draft  # noqa: E402
-from fastmtp_export.token_maps import save_token_map  # noqa: E402
-from tests.sglang_lane.oracle import (  # noqa: E402
+from fastmtp_export.oracle import (  # noqa: E402
     EOS,
     VOCAB,
     chain_permutation,
     greedy_chain,
     write_target,
 )
+from fastmtp_export.token_maps import save_token_map  # noqa: E402
 from tests.sglang_lane.server import CPU_FLAGS, lane_env  # noqa: E402
 
 CODES = ("en", "zh", "ru", "ja", "ko", "ar")

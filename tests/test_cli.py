@@ -102,15 +102,33 @@ def test_inspect_missing_file_and_not_an_artifact(
     assert "no fastmtp.json" in r.stderr
 
 
-def test_demo_runs_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
+def test_demo_runs_the_whole_job(runner: CliRunner, tmp_path: Path) -> None:
     r = runner.invoke(app, ["demo", "--cache-dir", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["ok"] is True
-    assert doc["family"] == "mimo"
-    assert doc["sglang_command"][:3] == ["python", "-m", "sglang.launch_server"]
-    assert (tmp_path / "demo-mimo-tiny" / "model-00002-of-00002.safetensors").exists()
+    ev = doc["evaluation"]
+    assert ev["lossless"] is True
+    tau = {
+        (mode, lang): st["accept_length"]
+        for mode, res in ev["modes"].items()
+        for lang, st in res["languages"].items()
+    }
+    for lang in ("en", "zh"):  # the oracle accepts every draft its vocabulary holds
+        assert tau["full", lang] == 4.0
+        assert tau["auto", lang] == 4.0
+        assert tau["union", lang] == 4.0
+    assert tau["en", "en"] == 4.0
+    assert tau["en", "zh"] < 1.1  # one static map loses the other language
+    coverage = doc["coverage"]["128"]
+    assert coverage["en"]["en"] == coverage["zh"]["zh"] == 1.0  # the maps came from the corpora
+    draft = tmp_path / "demo" / "draft"
+    assert {p.name for p in draft.glob("freq_*.pt")} == {
+        "freq_en_128.pt",
+        "freq_zh_128.pt",
+        "freq_union_256.pt",
+    }
     text = runner.invoke(app, ["demo", "--cache-dir", str(tmp_path)]).stdout
+    assert "The static en map loses every Chinese draft" in text
     assert text.rstrip().splitlines()[-1].strip().startswith("python -m sglang.launch_server")
 
 

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from fastmtp_export.cli import app
 from fastmtp_export.errors import FastMTPError
+from fastmtp_export.oracle import EN, EOS, ZH, write_target
 from fastmtp_export.token_maps import save_token_map
 from sglang_patch.settings import artifact_maps
 
 from .conftest import assert_one_line_error, export_cli, nothing_written
-from .sglang_lane.oracle import EN, EOS, ZH, write_target
 
 BAD_NAMES = ["../outside.pt", "/etc/passwd", "sub/freq_en_128.pt", "..", ""]
 

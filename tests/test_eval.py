@@ -1,6 +1,6 @@
 """``fastmtp-export eval`` and the reference chain speculative decoder behind it.
 
-Fixtures come from tests/sglang_lane/oracle.py (no SGLang needed): the oracle target
+Fixtures come from fastmtp_export/oracle.py (no SGLang needed): the oracle target
 follows a known token chain, so expected outputs are computed independently of the
 code under test (``greedy_chain``); the noisy target (residual blocks at full strength)
 strays from the chain, so its copy draft is only partly right and every verify path
@@ -25,14 +25,7 @@ from fastmtp_export import manifest as mf
 from fastmtp_export.cli import app
 from fastmtp_export.eos import read_json
 from fastmtp_export.eval_schema import EvaluationInfo
-from fastmtp_export.reference import MiMoMTPReference, load_artifact_weights
-from fastmtp_export.speculate import Draft, Target, greedy, speculate
-from fastmtp_export.target import check_pair, load_target_model
-from fastmtp_export.token_maps import save_token_map
-from fastmtp_export.union_map import union_hot_ids
-
-from .conftest import assert_one_line_error, export_cli, tree_digest
-from .sglang_lane.oracle import (
+from fastmtp_export.oracle import (
     EN,
     EOS,
     ZH,
@@ -42,6 +35,13 @@ from .sglang_lane.oracle import (
     write_char_tokenizer,
     write_target,
 )
+from fastmtp_export.reference import MiMoMTPReference, load_artifact_weights
+from fastmtp_export.speculate import Draft, Target, greedy, speculate
+from fastmtp_export.target import check_pair, load_target_model
+from fastmtp_export.token_maps import save_token_map
+from fastmtp_export.union_map import union_hot_ids
+
+from .conftest import assert_one_line_error, export_cli, tree_digest
 
 NOISY_RESIDUAL = 2.0  # tau about 2.3 on random prompts: accepts all, some or none
 

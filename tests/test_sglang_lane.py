@@ -28,12 +28,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from fastmtp_export.cli import app
-from fastmtp_export.token_maps import save_token_map
-from fastmtp_export.union_map import union_hot_ids
-
-from .conftest import export_cli
-from .sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
-from .sglang_lane.oracle import (
+from fastmtp_export.oracle import (
     EN,
     EOS,
     VOCAB,
@@ -44,6 +39,11 @@ from .sglang_lane.oracle import (
     write_char_tokenizer,
     write_target,
 )
+from fastmtp_export.token_maps import save_token_map
+from fastmtp_export.union_map import union_hot_ids
+
+from .conftest import export_cli
+from .sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
 from .sglang_lane.server import (
     BENCH,
     CHAIN_FLAGS,

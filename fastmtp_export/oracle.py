@@ -1,4 +1,5 @@
-"""Tiny MiMo-architecture targets whose greedy output is known, and their exported drafts.
+"""Tiny MiMo-architecture targets whose greedy output is known: ``fastmtp-export demo``'s
+model, and the test lane's and the benchmarks' fixtures.
 
 The *oracle* target is a deterministic token chain: its residual blocks are scaled
 down (``RESIDUAL_SCALE``) so the final hidden state is essentially the current token's
