@@ -109,7 +109,10 @@ def _hold(directory: Path) -> int:
     """An fd holding an exclusive lock on ``directory`` while this run uses it (released
     by the kernel when the process dies, however it dies)."""
     fd = os.open(directory, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # no flock on this file system: never cleaned up by others, still safe
+        log.debug("cannot lock %s; it will not be cleaned up if this run is killed", directory)
     return fd
 
 
