@@ -1,4 +1,4 @@
-"""``fastmtp-export demo``: the whole job in about a minute, on a tiny two-language model.
+"""``fastmtp-export demo``: the whole job in seconds, on a tiny two-language model.
 
 The model is :mod:`..oracle`'s: a 2-layer MiMo-architecture target whose greedy output
 is a known token chain, with "English" (Latin letters) and "Chinese" (Han characters)
@@ -6,7 +6,7 @@ halves of a 256-token vocabulary and an MTP head that predicts the chain. The de
 writes self-distilled-looking text in both languages, builds a hot-token map per
 language from it, exports the head with the maps, and evaluates it. The acceptance
 table shows what the tool is for: one static map loses the other language's drafts,
-and per-language maps keep both.
+and the union map and per-language maps keep both.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def demo(
     Builds a deterministic tiny MiMo-architecture model (with a tokenizer) whose text
     is in two "languages", writes a corpus in each, builds per-language hot-token maps,
     exports the MTP head with them, and evaluates acceptance with the full vocabulary,
-    one static map and per-language maps. Ends with the SGLang commands that serve it.
+    one static map, the union map and per-language maps. Ends with the SGLang command
+    that serves it.
     """
     from .. import oracle
     from ..atomic import atomic_directory
