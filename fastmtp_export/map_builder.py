@@ -147,9 +147,12 @@ def build_token_maps(
             lang: _write_map(tmp, lang, ids, counts, required, coverage[str(size)][lang][lang])
             for lang, ids in maps_by_size[size].items()
         }
+        union_entry = None
+        if union is not None:
+            union_entry = _write_union(tmp, counts, union, weights, required)
         summary = ms.TokenMapSummary(
             format=ms.SUMMARY_FORMAT,
-            format_version=1,  # 2 only with a union map (below)
+            format_version=ms.SUMMARY_VERSION if union_entry else 1,  # 2 only with a union
             size=size,
             vocab_size=tokenizer.vocab_size,
             tokenizer=str(tokenizer.path),
@@ -165,14 +168,8 @@ def build_token_maps(
             skipped_bad_records=stats.skipped_bad,
             skipped_undetected=stats.skipped_undetected,
             tool_version=__version__,
+            union=union_entry,
         )
-        if union is not None:
-            summary = summary.model_copy(
-                update={
-                    "union": _write_union(tmp, counts, union, weights, required),
-                    "format_version": ms.SUMMARY_VERSION,
-                }
-            )
         (tmp / ms.SUMMARY_NAME).write_text(summary.canonical_json())
     return BuildResult(Path(out).absolute(), summary)
 

@@ -52,10 +52,7 @@ class MapBundle:
         s = self.summary
         for lang, src in sorted(self.paths.items()):
             name = MAP_NAME.format(lang=lang, size=self.size)
-            shutil.copyfile(src, out / name)
-            files[name] = mf.FileEntry(
-                size=(out / name).stat().st_size, sha256=sha256_file(out / name)
-            )
+            files[name] = _copy(src, out / name)
             entry = s.languages.get(lang) if s and lang in self.summarized else None
             langs[lang] = mf.LanguageMapEntry(
                 file=name,
@@ -71,10 +68,7 @@ class MapBundle:
         union = None
         if self.union is not None:
             name = MAP_NAME.format(lang=UNION, size=self.union_size)
-            shutil.copyfile(self.union, out / name)
-            files[name] = mf.FileEntry(
-                size=(out / name).stat().st_size, sha256=sha256_file(out / name)
-            )
+            files[name] = _copy(self.union, out / name)
             known = s.union if s is not None and self.union_summarized else None
             union = mf.UnionMapEntry(
                 file=name,
@@ -91,6 +85,12 @@ class MapBundle:
             union=union,
         )
         return files, info
+
+
+def _copy(src: Path, dst: Path) -> mf.FileEntry:
+    """Copy a map byte for byte; its manifest entry (of the copy, as shipped)."""
+    shutil.copyfile(src, dst)
+    return mf.FileEntry(size=dst.stat().st_size, sha256=sha256_file(dst))
 
 
 def _from_dir(directory: Path) -> tuple[dict[str, Path], Path | None, TokenMapSummary | None]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._units import human_bytes
+from ._units import human_bytes, percent, percents
 from .launch import sglang_command
 from .manifest import Manifest
 
@@ -211,16 +211,12 @@ def _body(
             "|---|---|---|---|",
         ]
         for lang, e in sorted(maps.languages.items()):
-            cov = "-" if e.coverage is None else f"{100 * e.coverage:.1f}%"
+            cov = percent(e.coverage)
             default = " (default)" if lang == maps.default_lang else ""
             lines.append(f"| {lang}{default} | {maps.size:,} | `{e.file}` | {cov} |")
         if maps.union:
             u = maps.union
-            cov = ", ".join(
-                f"{t} {'-' if v is None else f'{100 * v:.1f}%'}"
-                for t, v in sorted((u.coverage or {}).items())
-            )
-            lines.append(f"| union | {u.size:,} | `{u.file}` | {cov or '-'} |")
+            lines.append(f"| union | {u.size:,} | `{u.file}` | {percents(u.coverage) or '-'} |")
     lines += _evaluation_section(manifest)
     lines += [
         "",
@@ -272,9 +268,7 @@ def _evaluation_section(manifest: Manifest) -> list[str]:
     for mode, result in ev.modes.items():
         for lang, st in result.languages.items():
             tau = "-" if st.accept_length is None else f"{st.accept_length:.2f}"
-            accs = " | ".join(
-                "-" if v is None else f"{100 * v:.1f}%" for v in st.position_acceptance
-            )
+            accs = " | ".join(percent(v) for v in st.position_acceptance)
             lines.append(f"| {mode} | {lang} | {st.prompts} | {tau} | {accs} |")
     return lines
 

@@ -121,7 +121,6 @@ def interleave(
             i += 1
         if i == len(ids):
             live.remove(lang)
-            pos[lang] = i
             continue
         seen.add(ids[i])
         out.append(ids[i])

@@ -228,12 +228,17 @@ def oracle_spec(lane: Lane) -> Iterator[Server]:
     yield from _spec(lane, lane.oracle, lane.oracle_draft)
 
 
-@pytest.fixture(scope="class")
-def map_spec(lane: Lane) -> Iterator[Server]:
+def _stock_map_spec(lane: Lane, map_file: str) -> Iterator[Server]:
+    """Stock SGLang (no plugin) drafting with the artifact's ``map_file`` as its one map."""
     yield from _spec(
         lane, lane.oracle, lane.oracle_draft,
-        "--speculative-token-map", str(lane.oracle_draft / "freq_en_128.pt"),
+        "--speculative-token-map", str(lane.oracle_draft / map_file),
     )  # fmt: skip
+
+
+@pytest.fixture(scope="class")
+def map_spec(lane: Lane) -> Iterator[Server]:
+    yield from _stock_map_spec(lane, "freq_en_128.pt")
 
 
 @pytest.fixture(scope="class")
@@ -595,11 +600,7 @@ class TestMixedLanguageTraffic:
 
 @pytest.fixture(scope="class")
 def union_spec(lane: Lane) -> Iterator[Server]:
-    """Stock SGLang (no plugin) with the artifact's union map as its one static map."""
-    yield from _spec(
-        lane, lane.oracle, lane.oracle_draft,
-        "--speculative-token-map", str(lane.oracle_draft / "freq_union_256.pt"),
-    )  # fmt: skip
+    yield from _stock_map_spec(lane, "freq_union_256.pt")
 
 
 class TestStockUnionMap:

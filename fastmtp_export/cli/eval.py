@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._units import percent
 from ..errors import FastMTPError
 from ._errors import fail, handle_errors
 from ._options import ArtifactArg, JsonOpt, QuietOpt
@@ -28,10 +29,6 @@ EXAMPLES = """Examples:
 """
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
 def render(info: EvaluationInfo) -> str:
     """The results table: one row per vocabulary mode and language, then losslessness."""
     k = info.k
@@ -44,8 +41,8 @@ def render(info: EvaluationInfo) -> str:
             rows.append([
                 mode, lang, str(st.prompts), str(st.output_tokens),
                 "-" if st.accept_length is None else f"{st.accept_length:.2f}",
-                *(_pct(v) for v in st.position_acceptance),
-                *(_pct(v) for v in st.conditional_acceptance[1:]),
+                *(percent(v) for v in st.position_acceptance),
+                *(percent(v) for v in st.conditional_acceptance[1:]),
                 "-" if st.draft_tokens_per_s is None else f"{st.draft_tokens_per_s:,.0f}",
             ])  # fmt: skip
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._units import percent, percents
 from ._errors import fail, handle_errors
 from ._options import ArtifactArg, JsonOpt
 from ._output import emit_json, human_bytes
@@ -47,15 +48,12 @@ def render(report: ArtifactReport) -> str:
             f"default {maps.default_lang}, EOS ids {maps.required_ids}"
         )
         for lang, e in sorted(maps.languages.items()):
-            cov = "coverage unknown" if e.coverage is None else f"coverage {100 * e.coverage:.1f}%"
+            cov = "coverage unknown" if e.coverage is None else f"coverage {percent(e.coverage)}"
             tokens = "" if e.tokens is None else f", {e.tokens:,} corpus tokens"
             lines.append(f"  {lang:<4} {e.file:<28} {cov}{tokens}")
         if maps.union:
             u = maps.union
-            cov = ", ".join(
-                f"{t} {'-' if v is None else f'{100 * v:.1f}%'}"
-                for t, v in sorted((u.coverage or {}).items())
-            )
+            cov = percents(u.coverage)
             shares = ", ".join(f"{t} {w:.2f}" for t, w in (u.weights or {}).items())
             lines.append(
                 f"  union {u.file:<27} N={u.size}"

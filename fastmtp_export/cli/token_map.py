@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._units import percent
 from ._errors import handle_errors
 from ._options import JsonOpt, OverwriteOpt, QuietOpt
 from ._output import emit_json, setup_logging
@@ -64,7 +65,7 @@ def render_coverage(summary: TokenMapSummary) -> str:
     width = max(8, *(len(x) + 2 for x in langs))
 
     def pct(v: float | None) -> str:
-        return f"{'-' if v is None else f'{100 * v:.1f}%':>{width}}"
+        return f"{percent(v):>{width}}"
 
     k = str(summary.size)
     u = summary.union
@@ -78,7 +79,7 @@ def render_coverage(summary: TokenMapSummary) -> str:
     for t in langs:
         cells = "".join(pct(summary.coverage[k][t][m]) for m in langs)
         if u:
-            cells += f"{pct(u.coverage.get(t)).strip():>{max(width, len(union_head) + 2)}}"
+            cells += f"{percent(u.coverage.get(t)):>{max(width, len(union_head) + 2)}}"
         lines.append(f"{t:<6}" + cells)
     if len(summary.coverage) > 1:
         lines += [
