@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from fastmtp_export import manifest as mf
-from fastmtp_export.eos import read_json
-from fastmtp_export.export import export_draft
-from fastmtp_export.reference import MiMoMTPReference, load_artifact_weights
-from fastmtp_export.speculate import Draft, Target, greedy, speculate
-from fastmtp_export.synthetic import MIMO_7B, TINY, mimo_config, write_synthetic_mimo
-from fastmtp_export.target import check_pair, load_target_model
+from fastmtp_export.artifact import manifest as mf
+from fastmtp_export.artifact.export import export_draft
+from fastmtp_export.checkpoints.synthetic import MIMO_7B, TINY, mimo_config, write_synthetic_mimo
+from fastmtp_export.evaluate.reference import MiMoMTPReference, load_artifact_weights
+from fastmtp_export.evaluate.speculate import Draft, Target, greedy, speculate
+from fastmtp_export.evaluate.target import check_pair, load_target_model
+from fastmtp_export.maps.eos import read_json
 
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {"dims": TINY, "lengths": (32, 512, 2048), "new": 64, "repeats": 5},

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from _child import run_child
 
-from fastmtp_export.checkpoint import SourceCheckpoint
-from fastmtp_export.readers import resolve_reader
-from fastmtp_export.synthetic import MIMO_7B, mimo_config, write_synthetic_mimo
+from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
+from fastmtp_export.checkpoints.readers import resolve_reader
+from fastmtp_export.checkpoints.synthetic import MIMO_7B, mimo_config, write_synthetic_mimo
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
 

@@ -27,15 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fastmtp_export.export import export_draft  # noqa: E402
-from fastmtp_export.oracle import (  # noqa: E402
+from fastmtp_export.artifact.export import export_draft  # noqa: E402
+from fastmtp_export.checkpoints.oracle import (  # noqa: E402
     EOS,
     VOCAB,
     chain_permutation,
     greedy_chain,
     write_target,
 )
-from fastmtp_export.token_maps import save_token_map  # noqa: E402
+from fastmtp_export.maps.token_map import save_token_map  # noqa: E402
 from tests.sglang_lane.server import CPU_FLAGS, lane_env  # noqa: E402
 
 CODES = ("en", "zh", "ru", "ja", "ko", "ar")

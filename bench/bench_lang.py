@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fastmtp_export.lang import LanguageDetector
+from fastmtp_export.maps.lang import LanguageDetector
 
 PROMPTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "lang_prompts.jsonl"
 

@@ -51,11 +51,11 @@ from typing import Any
 
 from _server import Server, launched
 
-from fastmtp_export.evaluation import position_rates
-from fastmtp_export.launch import sglang_command
-from fastmtp_export.manifest import Manifest, load
-from fastmtp_export.token_maps import load_token_map, save_token_map
-from fastmtp_export.union_map import union_hot_ids
+from fastmtp_export.artifact.launch import sglang_command
+from fastmtp_export.artifact.manifest import Manifest, load
+from fastmtp_export.evaluate.evaluation import position_rates
+from fastmtp_export.maps.token_map import load_token_map, save_token_map
+from fastmtp_export.maps.union import union_hot_ids
 from sglang_patch.bank import default_rows
 
 HERE = Path(__file__).resolve().parent

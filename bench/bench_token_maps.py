@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _child import run_child, run_tree
 
-from fastmtp_export.synthetic_corpus import records, train_tokenizer
+from fastmtp_export.maps.synthetic_corpus import records, train_tokenizer
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
 LANGS = ("en", "zh", "ru")

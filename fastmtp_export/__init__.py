@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .artifact import ArtifactReport, inspect_artifact
+    from .artifact.export import ExportResult, export_draft
+    from .artifact.inspect import ArtifactReport, inspect_artifact
     from .errors import FastMTPError
-    from .export import ExportResult, export_draft
 
 _LAZY = {
-    "ArtifactReport": "artifact",
-    "inspect_artifact": "artifact",
+    "ArtifactReport": "artifact.inspect",
+    "inspect_artifact": "artifact.inspect",
     "FastMTPError": "errors",
-    "ExportResult": "export",
-    "export_draft": "export",
+    "ExportResult": "artifact.export",
+    "export_draft": "artifact.export",
 }
 
 __all__ = [

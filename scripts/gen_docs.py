@@ -18,10 +18,10 @@ from pathlib import Path
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fastmtp_export import manifest as mf
-from fastmtp_export import map_summary as ms
+from fastmtp_export.artifact import manifest as mf
+from fastmtp_export.checkpoints.contract import CONTRACTS
 from fastmtp_export.cli import app
-from fastmtp_export.contract import CONTRACTS
+from fastmtp_export.maps import summary as ms
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"

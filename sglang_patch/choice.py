@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Collection, Container, Iterable
 
-from fastmtp_export.lang import normalize_lang
+from fastmtp_export.maps.lang import normalize_lang
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastmtp_export import manifest as mf
-from fastmtp_export.checkpoint import SourceCheckpoint
-from fastmtp_export.confine import refuse_escaping_links
+from fastmtp_export._util.confine import refuse_escaping_links
+from fastmtp_export.artifact import manifest as mf
+from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
 from fastmtp_export.errors import FastMTPError
-from fastmtp_export.token_maps import load_token_map
+from fastmtp_export.maps.token_map import load_token_map
 
 from .bank import default_rows
 

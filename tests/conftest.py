@@ -12,9 +12,9 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner, Result
 
+from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
 from fastmtp_export.cli import app
-from fastmtp_export.synthetic import TINY, mimo_config, write_synthetic_mimo
-from fastmtp_export.synthetic_corpus import records, train_tokenizer, write_jsonl
+from fastmtp_export.maps.synthetic_corpus import records, train_tokenizer, write_jsonl
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from .._units import human_bytes
+from .._util.units import human_bytes
 
 __all__ = ["emit_json", "human_bytes", "setup_logging"]
 

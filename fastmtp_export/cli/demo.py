@@ -52,14 +52,14 @@ def demo(
     one static map, the union map and per-language maps. Ends with the SGLang command
     that serves it.
     """
-    from .. import oracle
-    from ..atomic import atomic_directory
-    from ..corpus import CorpusFile
-    from ..eval_run import EvalOptions, evaluate
-    from ..export import export_draft
-    from ..launch import sglang_command_text
-    from ..map_builder import build_token_maps
-    from ..tokenizer import load_tokenizer
+    from .._util.atomic import atomic_directory
+    from ..artifact.export import export_draft
+    from ..artifact.launch import sglang_command_text
+    from ..checkpoints import oracle
+    from ..evaluate.run import EvalOptions, evaluate
+    from ..maps.builder import build_token_maps
+    from ..maps.corpus import CorpusFile
+    from ..maps.tokenizer import load_tokenizer
 
     setup_logging(quiet=json_out)
     root = (cache_dir or default_cache()).absolute() / "demo"
@@ -120,7 +120,7 @@ def demo(
 
 def _chains(ids: list[int], perm: list[int], rng: random.Random) -> list[list[int]]:
     """:data:`RECORDS` greedy continuations in one language (EOS and after cut off)."""
-    from .. import oracle
+    from ..checkpoints import oracle
 
     out: list[list[int]] = []
     while len(out) < RECORDS:

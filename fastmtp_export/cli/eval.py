@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._units import percent
+from .._util.units import percent
 from ..errors import FastMTPError
 from ._errors import fail, handle_errors
 from ._options import ArtifactArg, JsonOpt, QuietOpt
 from ._output import emit_json, setup_logging
 
 if TYPE_CHECKING:
-    from ..eval_schema import EvaluationInfo
+    from ..artifact.eval_record import EvaluationInfo
 
 log = logging.getLogger("fastmtp_export.cli")
 
@@ -128,8 +128,8 @@ def eval_(
     (SGLang's spec_accept_length) and per-position acceptance per language. Every
     speculative output must equal greedy decoding: a difference exits 1.
     """
-    from ..eval_run import EvalOptions, evaluate
-    from ..target import DTYPES
+    from ..evaluate.run import EvalOptions, evaluate
+    from ..evaluate.target import DTYPES
 
     setup_logging(quiet)
     if dtype != "auto" and dtype not in DTYPES:
@@ -153,8 +153,8 @@ def eval_(
     )
     info = evaluate(artifact, base, prompts, opts)
     if output is not None:
-        from ..atomic import atomic_write
-        from ..eval_chart import write_chart
+        from .._util.atomic import atomic_write
+        from ..evaluate.chart import write_chart
 
         atomic_write(output, info.canonical_json().encode())
         write_chart(info, output.with_suffix(".png"))
@@ -170,7 +170,7 @@ def eval_(
             "manifest was not updated. Check --base is the exported source; otherwise report it"
         )
     if write_manifest:
-        from ..manifest import write_evaluation
+        from ..artifact.manifest import write_evaluation
 
         write_evaluation(artifact, info)
         log.info("stored the evaluation in %s/fastmtp.json", artifact)

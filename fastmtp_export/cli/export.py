@@ -32,7 +32,7 @@ class DType(StrEnum):
 
 
 def _shard_size(text: str) -> int:
-    from ..draft_writer import parse_size
+    from ..artifact.draft_writer import parse_size
 
     try:
         return parse_size(text)
@@ -96,8 +96,8 @@ def export(
     the validated token maps (freq_<lang>_<K>.pt) and the fastmtp.json manifest into
     DIR atomically, and prints DIR (or JSON).
     """
-    from ..export import export_draft
-    from ..launch import sglang_command, sglang_command_text
+    from ..artifact.export import export_draft
+    from ..artifact.launch import sglang_command, sglang_command_text
 
     setup_logging(quiet)
     result = export_draft(

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._units import percent, percents
+from .._util.units import percent, percents
 from ._errors import fail, handle_errors
 from ._options import ArtifactArg, JsonOpt
 from ._output import emit_json, human_bytes
 
 if TYPE_CHECKING:
-    from ..artifact import ArtifactReport
+    from ..artifact.inspect import ArtifactReport
 
 
 def render(report: ArtifactReport) -> str:
@@ -85,7 +85,7 @@ def inspect(
     Checks file sizes and sha256 against fastmtp.json, the tensor key set and shapes
     against SGLang's loader contract, and the config. Exits 1 on any mismatch.
     """
-    from ..artifact import inspect_artifact
+    from ..artifact.inspect import inspect_artifact
 
     report = inspect_artifact(artifact, check_hashes=not no_hashes)
     if json_out:

@@ -13,7 +13,7 @@ from ._options import ArtifactArg, JsonOpt, QuietOpt
 from ._output import emit_json, human_bytes, setup_logging
 
 if TYPE_CHECKING:
-    from ..hub import PushPlan
+    from ..hub.push import PushPlan
 
 log = logging.getLogger("fastmtp_export.cli")
 
@@ -96,10 +96,10 @@ def push(
     commit URL. A failed push changes neither the artifact nor the Hub (a repo or branch
     it created is deleted again).
     """
+    from ..artifact.model_card import CardOptions
     from ..errors import FastMTPError
-    from ..hub import plan_push
-    from ..hub import push as do_push
-    from ..model_card import CardOptions
+    from ..hub.push import plan_push
+    from ..hub.push import push as do_push
 
     setup_logging(quiet)
     if token == "-":

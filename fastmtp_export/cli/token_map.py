@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._units import percent
+from .._util.units import percent
 from ._errors import handle_errors
 from ._options import JsonOpt, OverwriteOpt, QuietOpt
 from ._output import emit_json, setup_logging
 
 if TYPE_CHECKING:
-    from ..map_summary import TokenMapSummary
+    from ..maps.summary import TokenMapSummary
 
 log = logging.getLogger("fastmtp_export.cli")
 
@@ -46,7 +46,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _languages(text: str | None) -> list[str] | None:
-    from ..lang import normalize_lang
+    from ..maps.lang import normalize_lang
 
     if text is None:
         return None
@@ -203,11 +203,11 @@ def build(
     and token_maps.json (counts and the held-out coverage matrix) into DIR atomically,
     and prints the coverage table.
     """
-    from ..corpus import CorpusFile
     from ..errors import FastMTPError
-    from ..lang import SCRIPT_LANGUAGES, DetectorSpec
-    from ..map_builder import build_token_maps
-    from ..tokenizer import load_tokenizer
+    from ..maps.builder import build_token_maps
+    from ..maps.corpus import CorpusFile
+    from ..maps.lang import SCRIPT_LANGUAGES, DetectorSpec
+    from ..maps.tokenizer import load_tokenizer
 
     setup_logging(quiet)
     if not 0 <= holdout < 1:

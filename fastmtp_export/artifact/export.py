@@ -1,0 +1,130 @@
+"""``export_draft``: source checkpoint -> SGLang EAGLE-algorithm MTP draft directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._util.atomic import atomic_directory
+from .._util.progress import byte_progress
+from ..checkpoints.checkpoint import SourceCheckpoint
+from ..checkpoints.readers import resolve_reader
+from ..maps.eos import model_eos_ids
+from . import manifest as mf
+from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
+from .map_bundle import collect_maps
+from .model_card import CardOptions, write_card
+
+log = logging.getLogger(__name__)
+
+#: ``--dtype`` choices -> torch dtype names (``keep`` = no conversion).
+DTYPES: dict[str, str | None] = {
+    "keep": None,
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "fp32": "float32",
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The published artifact and what it cost."""
+
+    out: Path
+    manifest: mf.Manifest
+    bytes_written: int
+    seconds: float
+
+
+def export_draft(
+    source: Path,
+    out: Path,
+    *,
+    mtp_layer: int | None = None,
+    dtype: str = "keep",
+    overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: bool | None = None,
+    token_maps: Path | None = None,
+    token_map: Sequence[str] = (),
+    default_lang: str | None = None,
+) -> ExportResult:
+    """Export the MTP head of ``source`` into the draft directory ``out``.
+
+    Only the MTP tensors are read (lazily, shard by shard); the trunk, embedding and
+    ``lm_head`` are never loaded. ``out`` appears atomically and complete, or not at
+    all; ``source`` is never modified.
+
+    Args:
+        mtp_layer: which MTP layer to export when there are several (default: the first).
+        dtype: one of :data:`DTYPES`.
+        progress: show a byte progress bar on stderr (``None``: only on a TTY).
+        token_maps: a ``token-map build`` directory whose maps ship in the artifact.
+        token_map: ``LANG=PATH`` maps to ship (override the directory's per language).
+        default_lang: the map for unknown languages (default: the largest corpus).
+
+    Raises:
+        FastMTPError: any user-facing problem, with a one-line message.
+
+    Example:
+        >>> export_draft(Path("MiMo-7B-RL"), Path("mimo-fastmtp-draft"))  # doctest: +SKIP
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+    start = time.perf_counter()
+    ckpt = SourceCheckpoint.open(source)
+    reader = resolve_reader(ckpt)
+    plan = reader.plan(ckpt, mtp_layer)
+    maps = collect_maps(  # validated before anything is written
+        token_maps=token_maps,
+        token_map=token_map,
+        vocab_size=int(ckpt.config["vocab_size"]),
+        required=model_eos_ids(ckpt.path, ckpt.config),
+        default_lang=default_lang,
+    )
+    log.info(
+        "exporting %s MTP layer %d (%d tensors) from %s",
+        plan.family,
+        plan.layer,
+        len(plan.tensors),
+        source,
+    )
+    total = sum(i.nbytes for i in plan.tensors.values())
+    with (
+        atomic_directory(out, overwrite=overwrite, protect=source) as tmp,
+        byte_progress(total, "writing draft", enabled=progress) as advance,
+    ):
+        files = write_draft(
+            plan,
+            reader,
+            ckpt,
+            out=tmp,
+            dtype=DTYPES[dtype],
+            max_shard_bytes=max_shard_bytes,
+            on_bytes=advance,
+        )
+        manifest = files.manifest
+        if maps is not None:
+            map_files, info = maps.ship(tmp)
+            manifest = manifest.model_copy(
+                update={
+                    "files": dict(sorted({**manifest.files, **map_files}.items())),
+                    "token_maps": info,
+                    "format_version": mf.format_version_for(info),
+                }
+            )
+            log.info(
+                "shipped %d token maps (K=%d, default %s%s)",
+                len(maps.paths),
+                maps.size,
+                maps.default_lang,
+                f", union of {info.union.size} ids" if info.union else "",
+            )
+        (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
+        write_card(tmp, manifest, CardOptions())
+    return ExportResult(
+        Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start
+    )

@@ -1,0 +1,117 @@
+"""Lazy, shard-aware access to a local Hugging Face safetensors checkpoint.
+
+Only ``config.json`` and the index (or the single file's header) are read up front.
+Tensor headers are parsed per shard on first use, and tensor data is read only for the
+names an exporter asks for, so a 15.7 GB MiMo checkpoint costs one MTP head of I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._util.hashing import sha256_bytes
+from ..errors import SourceError
+from .safetensors_io import Header, TensorInfo, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+@dataclass
+class SourceCheckpoint:
+    """A checkpoint directory: its config, and which shard holds each tensor name."""
+
+    path: Path
+    config: dict[str, Any]
+    config_sha256: str
+    #: tensor name -> shard file name (relative to ``path``)
+    weight_map: dict[str, str]
+    _headers: dict[str, Header] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: Path) -> SourceCheckpoint:
+        """Open ``path``; cheap (no tensor data is read).
+
+        Raises:
+            SourceError: missing directory, missing/invalid ``config.json``, no
+                safetensors weights, or an index naming a shard that is not there.
+        """
+        if not path.exists():
+            raise SourceError(f"source {path} does not exist; pass a local checkpoint directory")
+        if not path.is_dir():
+            raise SourceError(
+                f"source {path} is a file; pass the checkpoint directory that holds config.json"
+            )
+        cfg_path = path / "config.json"
+        try:
+            raw = cfg_path.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(
+                f"source {path} has no config.json; pass a Hugging Face-format checkpoint directory"
+            ) from None
+        try:
+            config = json.loads(raw)
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise SourceError(
+                f"{cfg_path} is not valid JSON ({exc}); restore the original file"
+            ) from exc
+        weight_map = _weight_map(path)
+        return cls(path, config, sha256_bytes(raw), weight_map)
+
+    def header(self, shard: str) -> Header:
+        """Parsed header of one shard, cached; validates the shard is not truncated."""
+        if shard not in self._headers:
+            self._headers[shard] = read_header(self.path / shard)
+        return self._headers[shard]
+
+    def tensor(self, name: str) -> TensorInfo:
+        """Header entry (dtype, shape, file offset) for one tensor name.
+
+        Raises:
+            SourceError: the index names the tensor but its shard does not contain it.
+        """
+        shard = self.weight_map[name]
+        info = self.header(shard).tensors.get(name)
+        if info is None:
+            raise SourceError(
+                f"{INDEX_NAME} says {name} is in {shard}, but that shard does not contain it; "
+                "the index and shards are from different checkpoints"
+            )
+        return info
+
+    @property
+    def architecture(self) -> str:
+        """``architectures[0]`` from the config, or ``"<none>"``."""
+        archs = self.config.get("architectures") or ["<none>"]
+        return str(archs[0])
+
+
+def _weight_map(path: Path) -> dict[str, str]:
+    index = path / INDEX_NAME
+    if index.exists():
+        try:
+            doc = json.loads(index.read_bytes())
+            weight_map = {str(k): str(v) for k, v in doc["weight_map"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SourceError(
+                f"{index} is not a valid safetensors index ({exc}); restore the original file"
+            ) from exc
+        missing = sorted({s for s in weight_map.values() if not (path / s).is_file()})
+        if missing:
+            raise SourceError(
+                f"{INDEX_NAME} points at missing shard(s) {', '.join(missing)} in {path}; "
+                "download the complete checkpoint"
+            )
+        return weight_map
+    single = path / SINGLE_NAME
+    if single.is_file():
+        return {name: SINGLE_NAME for name in read_header(single).tensors}
+    raise SourceError(
+        f"source {path} has neither {INDEX_NAME} nor {SINGLE_NAME}; "
+        "export needs safetensors weights (convert .bin checkpoints with save_pretrained first)"
+    )

@@ -1,0 +1,173 @@
+"""Run an evaluation end to end: checks, loading, decoding every prompt in every mode.
+
+Everything that can be wrong with the input (artifact, base, prompts, modes) is
+checked before the target is loaded, so a mistake costs seconds, not a model load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._util.hashing import sha256_file
+from .._util.progress import progress
+from .._version import __version__
+from ..artifact.eval_record import AcceptanceStats, EvaluationInfo, Mismatch, ModeResult
+from ..errors import EvalError
+from .evaluation import EvalPrompt, first_difference, read_prompts, summarise, vocab_modes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    tokenizer: Path | None = None
+    vocab: Sequence[str] = ()
+    k: int = 3
+    max_new_tokens: int = 128
+    device: str = "auto"
+    dtype: str = "auto"
+    limit: int | None = None
+    show_progress: bool | None = None
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise EvalError(
+            f"no usable tokenizer in {path} ({str(exc).splitlines()[0][:120]}); "
+            "pass the tokenizer directory with --tokenizer"
+        ) from None
+
+
+def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> EvaluationInfo:
+    """Measure ``artifact`` against ``base`` on ``prompts_file``.
+
+    Raises:
+        ArtifactError: the artifact is invalid (as ``inspect`` reports it).
+        EvalError: base, prompts, tokenizer or modes unusable.
+    """
+    import torch
+
+    from ..artifact.inspect import inspect_artifact
+    from ..maps.eos import model_eos_ids, read_json
+    from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
+    from ..maps.token_map import load_token_map
+    from .reference import MiMoMTPReference, load_artifact_weights
+    from .speculate import Draft, Target, greedy, speculate
+    from .target import check_pair, load_target_model, pick_device, pick_dtype
+
+    if opts.k < 1 or opts.max_new_tokens < 1:
+        raise EvalError("--k and --max-new-tokens must be at least 1")
+    if not prompts_file.is_file():
+        raise EvalError(f"--prompts {prompts_file} does not exist; pass a JSONL prompt file")
+    report = inspect_artifact(artifact)
+    report.raise_for_problems()
+    manifest = report.manifest
+    info = check_pair(base, artifact, manifest)
+    vocab = int(info.config["vocab_size"])
+    maps_info = manifest.token_maps
+    langs = sorted(maps_info.languages) if maps_info else []
+    union = maps_info.union if maps_info else None
+    modes = vocab_modes(opts.vocab, langs, union=union is not None)
+    maps = {
+        lang: load_token_map(artifact / e.file, vocab_size=vocab)
+        for lang, e in (maps_info.languages.items() if maps_info else [])
+    }
+    if union is not None and "union" in modes:
+        maps["union"] = load_token_map(artifact / union.file, vocab_size=vocab)
+    tokenizer = _load_tokenizer(opts.tokenizer or base)
+    detector = LanguageDetector(langs or sorted({*SCRIPT_LANGUAGES, "en"}))
+    prompts = read_prompts(prompts_file, tokenizer, detector, opts.limit)
+    if bad := next((p for p in prompts if max(p.ids) >= vocab), None):
+        raise EvalError(
+            f"{prompts_file}:{bad.line} has token id {max(bad.ids)} >= the vocab size {vocab}; "
+            "use the base model's tokenizer (--tokenizer)"
+        )
+    eos = set(model_eos_ids(base, info.config))
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        eos.add(int(tokenizer.eos_token_id))
+
+    device = pick_device(opts.device)
+    dtype = pick_dtype(opts.dtype, device)
+    log.info("loading %s on %s (%s)", base, device, str(dtype).removeprefix("torch."))
+    model = load_target_model(info, manifest.family, device, dtype)
+    target = Target(model)
+    mtp = MiMoMTPReference(
+        {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},
+        read_json(artifact / "config.json"),
+        model.get_input_embeddings().weight.detach(),  # [V, H], shared as in SGLang
+        model.lm_head.weight.detach(),  # [V, H]
+        dtype,
+    )
+    # [K] each; the union's [N]
+    hot = {lang: torch.tensor(ids, device=device) for lang, ids in maps.items()}
+    full = Draft(mtp)
+    drafts = {lang: Draft(mtp, ids) for lang, ids in hot.items()}
+    default = maps_info.default_lang if maps_info else None
+
+    def draft_for(mode: str, prompt: EvalPrompt) -> Draft:
+        if mode == "full":
+            return full
+        if mode == "auto":
+            return drafts[prompt.lang if prompt.lang in drafts else str(default)]
+        return drafts[mode]
+
+    gens: dict[str, list[tuple[EvalPrompt, Any]]] = {m: [] for m in modes}
+    greedy_s: dict[int, float] = {}
+    mismatches: list[Mismatch] = []
+    with progress(len(prompts), "eval", unit="prompt", enabled=opts.show_progress) as advance:
+        for prompt in prompts:
+            ref = greedy(target, prompt.ids, opts.max_new_tokens, eos)
+            greedy_s[prompt.line] = ref.seconds
+            for mode in modes:
+                gen = speculate(
+                    target, draft_for(mode, prompt), prompt.ids, opts.max_new_tokens, eos, opts.k
+                )
+                gens[mode].append((prompt, gen))
+                if gen.output != ref.output:
+                    at = first_difference(gen.output, ref.output)
+                    mismatches.append(Mismatch(line=prompt.line, vocab=mode, position=at))
+            advance(1)
+
+    def stats(pairs: list[tuple[EvalPrompt, Any]]) -> AcceptanceStats:
+        return summarise([g for _, g in pairs], opts.k, sum(greedy_s[p.line] for p, _ in pairs))
+
+    results = {}
+    for mode, pairs in gens.items():
+        by_lang: dict[str, list[tuple[EvalPrompt, Any]]] = {}
+        for pair in pairs:
+            by_lang.setdefault(pair[0].lang, []).append(pair)
+        results[mode] = ModeResult(
+            all=stats(pairs),
+            languages={lang: stats(by_lang[lang]) for lang in sorted(by_lang)},
+        )
+    return EvaluationInfo(
+        base_model=str(base.absolute()),
+        base_config_sha256=info.config_sha256,
+        device=_device_name(device),
+        dtype=str(dtype).removeprefix("torch."),
+        k=opts.k,
+        max_new_tokens=opts.max_new_tokens,
+        prompts_file=prompts_file.name,
+        prompts_sha256=sha256_file(prompts_file),
+        prompts=len(prompts),
+        lossless=not mismatches,
+        mismatches=mismatches,
+        modes=results,
+        tool_version=__version__,
+    )
+
+
+def _device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,68 @@
+"""Seam 7, ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of
+the prompt text (or of its decoded ids, for chat requests) when the client gave no
+``draft_lang``, and store it in the request's ``custom_params``."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from fastmtp_export.maps.lang import LanguageDetector
+
+from ..choice import PARAM
+from ..settings import artifact_maps
+from .report import failed_once
+
+#: prompt ids decoded for detection when a request has no text (the detector reads the
+#: last 4096 characters; 1024 ids cover that in every tokenizer we know)
+DETECT_TAIL_IDS = 1024
+
+
+def detect_before(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) -> None:
+    """Fill ``custom_params["draft_lang"]`` from the prompt text when the client did not.
+
+    Runs in the tokenizer manager, the last place that still has the text. A request that
+    arrives as token ids (``/v1/chat/completions`` renders the chat template to ids, and
+    clients may send ``input_ids``) is detected from its last ``DETECT_TAIL_IDS`` ids,
+    decoded with the server's tokenizer. Without a tokenizer (``--skip-tokenizer-init``)
+    or maps in the artifact, requests are left alone. Never fails a request.
+    """
+    try:
+        _detect(manager, obj, input_text, *args, **kwargs)
+    except Exception:
+        failed_once("language detection")
+    return None
+
+
+def _detect(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) -> None:
+    params = getattr(obj, "sampling_params", None)
+    if not isinstance(params, dict):
+        return
+    custom = params.get("custom_params")
+    if isinstance(custom, dict) and PARAM in custom:
+        return  # the client's choice wins
+    detector = _detector(getattr(manager.server_args, "speculative_draft_model_path", None))
+    if detector is None:
+        return
+    text = input_text if isinstance(input_text, str) and input_text else None
+    ids = args[0] if args else kwargs.get("input_ids")
+    tokenizer = getattr(manager, "tokenizer", None)
+    if text is None and isinstance(ids, list) and ids and tokenizer is not None:
+        text = tokenizer.decode(ids[-DETECT_TAIL_IDS:], skip_special_tokens=True)
+    if not isinstance(text, str) or not text:
+        return
+    lang = detector(text)
+    if lang is not None:
+        params["custom_params"] = {**(custom if isinstance(custom, dict) else {}), PARAM: lang}
+
+
+@functools.cache
+def _detector(draft_dir: str | None) -> LanguageDetector | None:
+    if not draft_dir or not Path(draft_dir).is_dir():
+        return None
+    try:
+        found = artifact_maps(Path(draft_dir))
+    except Exception:  # the scheduler reports a broken artifact; detection stays off
+        return None
+    return LanguageDetector(sorted(found.maps)) if found is not None else None

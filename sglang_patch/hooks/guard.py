@@ -1,0 +1,88 @@
+"""Seam 1, ``Scheduler.__init__`` (BEFORE): start-up checks where raising stops the server.
+
+An artifact on an unsupported SGLang version, a partial hook set, a draft loaded from
+a base without MTP tensors; says once why the plugin stays idle.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..settings import ENABLE_ENV, base_mtp_tensors, idle_reason
+from .targets import TARGETS
+
+log = logging.getLogger("sglang_patch")
+
+#: set by :func:`..register_guard` when the installed SGLang is not a supported version
+_version_problem: str | None = None
+
+
+def missing_hooks() -> list[str]:
+    """Hook targets SGLang's registry failed to apply (moved or renamed seams)."""
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    return sorted(t for t in TARGETS.values() if t not in HookRegistry._patched)
+
+
+def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) -> None:
+    """Refuse, or say once why the plugin stays idle, before the scheduler loads anything.
+
+    SGLang's ``load_plugins`` and ``apply_hooks`` swallow exceptions; an exception
+    raised here stops the scheduler and with it the server.
+    """
+    if str(getattr(server_args, "speculative_algorithm", None) or "").upper() not in (
+        "EAGLE",
+        "NEXTN",
+    ):
+        return None
+    draft = getattr(server_args, "speculative_draft_model_path", None)
+    model = getattr(server_args, "model_path", None)
+    if not draft or (model is not None and str(draft) == str(model)):
+        _check_base_draft(str(model))
+        return None
+    idle = idle_reason(str(draft))  # raises for an artifact with broken maps
+    if idle is not None:
+        level = logging.WARNING if idle.warn else logging.INFO
+        log.log(level, "fastmtp: plugin idle: %s", idle.message)
+        return None
+    if _version_problem is not None:
+        raise RuntimeError(_version_problem)
+    refuse_partial_hooks()
+    return None
+
+
+def refuse_partial_hooks() -> None:
+    missing = missing_hooks()
+    if missing:
+        raise RuntimeError(
+            f"fastmtp: SGLang did not apply the plugin's hooks to {', '.join(missing)} "
+            "(the seams moved in this SGLang); a partial hook set would serve a wrong draft "
+            f"vocabulary: install a supported SGLang, or set {ENABLE_ENV}=0 to serve the "
+            "artifact without per-language maps"
+        )
+
+
+def _check_base_draft(model: str) -> None:
+    """The silent trap: no draft path, so SGLang loads the MTP draft from the base.
+
+    A base without MTP tensors leaves every draft weight uninitialised (acceptance about
+    1, no error from SGLang): refuse. A base with them serves its own head: say so.
+    """
+    found = base_mtp_tensors(Path(model))
+    if found is None:
+        return  # not a local checkpoint (a Hub id): nothing cheap to inspect
+    if found == 0:
+        raise RuntimeError(
+            f"fastmtp: no --speculative-draft-model-path, and the base checkpoint {model} has "
+            "no MTP tensors: SGLang would draft with uninitialised weights (acceptance about "
+            "1); pass --speculative-draft-model-path DIR (a fastmtp-export artifact), or set "
+            f"{ENABLE_ENV}=0 to skip this check"
+        )
+    log.warning(
+        "fastmtp: no --speculative-draft-model-path: SGLang serves the base checkpoint's own "
+        "MTP head (%d tensors in %s), not a fastmtp-export artifact; no per-language maps",
+        found,
+        model,
+    )
