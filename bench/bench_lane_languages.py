@@ -1,7 +1,7 @@
 """The serving benchmark on the CPU lane's oracle with 2 to 6 languages.
 
 Writes an oracle target whose vocabulary splits into ``--languages`` closed "languages"
-(each a token cycle, fastmtp_export/oracle.py), one map per language (K ids), the
+(each a token cycle, fastmtp_export/checkpoints/oracle.py), one map per language (K ids), the
 exported artifact, and a round-robin prompt file. Then it runs bench/bench_serving.py on
 it in the lane's environment (real SGLang 0.5.23 on this CPU). On the oracle a draft is
 right exactly when its token is in the draft vocabulary, so acceptance measures how

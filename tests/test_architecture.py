@@ -73,8 +73,8 @@ def test_stages_import_only_earlier_stages() -> None:
     assert len(files) > 40
     for f in files:
         here = _stage(".".join(_module(f)))
-        if here is None or here in TOP_LEVEL:
-            continue
+        if here is None or here not in ALLOWED:
+            continue  # top-level modules; a stray one fails the next test
         allowed = ALLOWED[here] | SHARED | {here}
         for name in _imports(f):
             there = _stage(name)
@@ -135,7 +135,8 @@ def test_no_module_is_over_400_lines() -> None:
 
 
 def _renames(path: Path) -> list[int]:
-    """Lines that rename or replace a file: ``os.rename/replace``, ``Path.rename/replace``.
+    """Lines that rename or replace a file: ``os.rename/replace``, ``shutil.move``,
+    ``Path.rename/replace``.
 
     ``str.replace`` takes two arguments, ``Path.replace`` one, which tells them apart.
     """
@@ -143,7 +144,12 @@ def _renames(path: Path) -> list[int]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             attr, nargs = node.func.attr, len(node.args) + len(node.keywords)
-            if attr == "rename" or (attr == "replace" and nargs == 1) or attr == "move":
+            on = node.func.value.id if isinstance(node.func.value, ast.Name) else None
+            if (
+                attr == "rename"
+                or (attr == "replace" and (nargs == 1 or on == "os"))
+                or (attr == "move" and on == "shutil")
+            ):
                 lines.append(node.lineno)
     return lines
 

@@ -1,6 +1,6 @@
 """``fastmtp-export eval`` and the reference chain speculative decoder behind it.
 
-Fixtures come from fastmtp_export/oracle.py (no SGLang needed): the oracle target
+Fixtures come from fastmtp_export/checkpoints/oracle.py (no SGLang needed): the oracle target
 follows a known token chain, so expected outputs are computed independently of the
 code under test (``greedy_chain``); the noisy target (residual blocks at full strength)
 strays from the chain, so its copy draft is only partly right and every verify path
