@@ -58,3 +58,7 @@ class EvalError(FastMTPError):
 
 class HubError(FastMTPError):
     """The Hub refused or could not be reached; nothing was published."""
+
+
+class TrainError(FastMTPError):
+    """Bad training data or options, or a resume that does not match its run."""

@@ -19,8 +19,9 @@ ALLOWED: dict[str, set[str]] = {
     "maps": {"_util", "checkpoints"},
     "artifact": {"_util", "checkpoints", "maps"},
     "evaluate": {"_util", "checkpoints", "maps", "artifact"},
+    "train": {"_util", "checkpoints", "maps", "artifact", "evaluate"},
     "hub": {"_util", "checkpoints", "maps", "artifact"},
-    "cli": {"_util", "checkpoints", "maps", "artifact", "evaluate", "hub"},
+    "cli": {"_util", "checkpoints", "maps", "artifact", "evaluate", "train", "hub"},
 }
 SHARED = {"errors", "_version"}
 #: top-level modules: the lazy public API, ``python -m``, and the shared ones

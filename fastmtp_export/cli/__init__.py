@@ -20,6 +20,8 @@ from .inspect import inspect
 from .push import EXAMPLES as PUSH_EXAMPLES
 from .push import push
 from .token_map import app as token_map_app
+from .train import EXAMPLES as TRAIN_EXAMPLES
+from .train import train
 
 app = typer.Typer(
     name="fastmtp-export",
@@ -53,6 +55,7 @@ def _root(
     """
 
 
+app.command(epilog=TRAIN_EXAMPLES)(train)
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
 app.command(name="eval", epilog=EVAL_EXAMPLES)(eval_)

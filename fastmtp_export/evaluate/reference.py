@@ -74,7 +74,7 @@ def rope_cos_sin(
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
@@ -136,8 +136,8 @@ def attention(
     k = k.view(t, dims.num_kv_heads, dims.head_dim).transpose(0, 1)  # [nkv, T, hd]
     v = v.view(t, dims.num_kv_heads, dims.head_dim).transpose(0, 1)  # [nkv, T, hd]
     cos, sin = rope_cos_sin(positions, dims.head_dim, dims.rope_theta, x.dtype)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
     past = 0
     if cache is not None:
         past = len(cache)

@@ -38,7 +38,7 @@ def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise EvalError(
             f"no usable tokenizer in {path} ({str(exc).splitlines()[0][:120]}); "

@@ -103,6 +103,11 @@ def write_jsonl(
 
 #: Qwen2 / MiMo special tokens, in Qwen2's order (ids right after the regular vocab)
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+#: Qwen2's ChatML template without the system-prompt default (what chat records render to)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def train_tokenizer(
@@ -110,7 +115,8 @@ def train_tokenizer(
 ) -> Path:
     """Train a byte-level BPE tokenizer on :data:`WORDS` text and save an HF tokenizer dir.
 
-    Writes ``tokenizer.json``, ``tokenizer_config.json`` (``eos_token: <|im_end|>``),
+    Writes ``tokenizer.json``, ``tokenizer_config.json`` (``eos_token: <|im_end|>``, a
+    ChatML ``chat_template``),
     ``generation_config.json`` (``eos_token_id: [<|im_end|>, <|endoftext|>]``) and,
     with ``model_vocab_size``, a ``config.json`` whose ``vocab_size`` pads past the
     tokenizer like MiMo's 151680 > 151665.
@@ -132,9 +138,12 @@ def train_tokenizer(
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    (out / "tokenizer_config.json").write_text(
-        json.dumps({"eos_token": "<|im_end|>", "tokenizer_class": "Qwen2Tokenizer"}, indent=2)
-    )
+    config = {
+        "eos_token": "<|im_end|>",
+        "tokenizer_class": "Qwen2Tokenizer",
+        "chat_template": CHATML,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]]}, indent=2)
     )

@@ -1,0 +1,128 @@
+"""``fastmtp-export train SOURCE --data FILE --out DIR``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._errors import handle_errors
+from ._options import JsonOpt, OverwriteOpt, QuietOpt
+from ._output import emit_json, setup_logging
+
+log = logging.getLogger("fastmtp_export.cli")
+
+EXAMPLES = """Examples:
+
+\b
+  fastmtp-export train ./MiMo-7B-RL --data distilled.jsonl --out ./mimo-head
+  fastmtp-export train ./MiMo-7B-RL --data en.jsonl --data zh.jsonl --out ./head --epochs 3
+  torchrun --nproc-per-node 8 -m fastmtp_export train ./MiMo-7B-RL --data d.jsonl --out ./head
+  fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --resume
+  fastmtp-export export ./mimo-head --out ./draft --token-maps ./maps
+"""
+
+
+@handle_errors
+def train(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Local checkpoint directory with its MTP head and tokenizer.",
+            metavar="SOURCE",
+            show_default=False,
+        ),
+    ],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help='Self-distilled JSONL ({"messages": [...]} or {"text": ...}); repeatable.',
+            metavar="FILE",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Head checkpoint directory to write.",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ],  # fmt: skip
+    steps: Annotated[int, typer.Option(help="K: recursive applications of the head.")] = 3,
+    beta: Annotated[float, typer.Option(help="Step k's loss weighs beta^(k-1), normalised.")] = 0.6,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, betas 0.9/0.95).")] = 5e-5,
+    batch: Annotated[
+        int, typer.Option(help="Sequences per optimizer step, across all processes.")
+    ] = 8,
+    warmup: Annotated[
+        float, typer.Option(help="Share of steps with linear warm-up, then cosine to 0.")
+    ] = 0.05,
+    max_length: Annotated[int, typer.Option(help="Truncate sequences to this many tokens.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
+    save_every: Annotated[
+        int, typer.Option(help="Optimizer steps between resumable states (train_state.pt).")
+    ] = 50,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="Frozen trunk dtype: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16.")
+    ] = "auto",
+    mtp_layer: Annotated[
+        int | None, typer.Option(help="MTP layer to train [default: the first].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the stopped run in --out.")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune the MTP head of SOURCE on self-distilled data (the FastMTP recipe).
+
+    The trunk, embeddings and lm_head stay frozen; the one MTP layer is applied K times
+    recursively and step k's loss weighs beta^(k-1). Writes the trained layer, the
+    source's config and tokenizer, and training.json to DIR; `export DIR` makes the
+    draft. Under torchrun every process takes a share of each batch.
+    """
+    from ..train.progress import loss_text
+    from ..train.trainer import TrainOptions
+    from ..train.trainer import train as run
+
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise typer.BadParameter("use auto, fp32, bf16 or fp16", param_hint="--dtype")
+    setup_logging(quiet)
+    opts = TrainOptions(
+        steps=steps, beta=beta, epochs=epochs, lr=lr, batch=batch, warmup=warmup,
+        max_length=max_length, seed=seed, save_every=save_every, device=device, dtype=dtype,
+        mtp_layer=mtp_layer,
+    )  # fmt: skip
+    result = run(
+        source, data, out, opts, resume=resume, overwrite=overwrite,
+        show_progress=False if quiet else None,
+    )  # fmt: skip
+    last = result.record["history"][-1]["loss"] if result.record["history"] else []
+    if json_out:
+        emit_json(
+            {
+                "out": str(result.out),
+                "optimizer_steps": result.optimizer_steps,
+                "resumed_from": result.resumed_from,
+                "seconds": round(result.seconds, 3),
+                "final_loss": last,
+                "data": result.record["data"],
+            }
+        )
+        return
+    log.info(
+        "trained %d steps in %.1f s; final loss per step %s",
+        result.optimizer_steps,
+        result.seconds,
+        loss_text(last),
+    )
+    log.info("export with:\n  fastmtp-export export %s --out DRAFT_DIR", result.out)
+    typer.echo(str(result.out))

@@ -1,0 +1,59 @@
+"""The FastMTP loss: one head applied recursively K times, steps weighted beta^(k-1).
+
+Teacher-forced, as upstream trains it: step 1 sees the trunk's final-normed hidden
+state h_t and the token x_{t+1} and predicts x_{t+2}; step k sees step k-1's output at
+the same position and x_{t+k}, and predicts x_{t+k+1}. Every step runs over the whole
+sequence (positions unchanged, causal), so step k's states attend to step k's states
+at earlier positions. K=1 is vanilla MTP training (one step), the baseline the paper
+compares against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from .head import TrainableHead
+
+
+def step_weights(beta: float, steps: int) -> list[float]:
+    """alpha_k = beta^(k-1) / sum_j beta^(j-1); beta 0.6, K 3 gives 0.51 / 0.31 / 0.18."""
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError("beta must be a positive number")
+    raw = [beta**k for k in range(steps)]
+    return [r / sum(raw) for r in raw]
+
+
+def target_counts(mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """Trained targets per step of one sequence: [K] int64 (step k's targets are mask[k+1:])."""
+    return torch.stack([mask[k + 1 :].sum() for k in range(1, steps + 1)])
+
+
+def step_losses(
+    head: TrainableHead, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Summed cross-entropy per step of one sequence: [K] float32, differentiable.
+
+    hidden [T, H]: the trunk's final-normed states; ids [T] int64; mask [T] bool.
+    Only the rows whose target is trained reach ``lm_head``, the largest matmul.
+    """
+    t = ids.shape[0]
+    positions = torch.arange(t, device=ids.device)  # [T]
+    h = hidden.float()
+    sums = []
+    for k in range(1, steps + 1):
+        next_ids = torch.roll(ids, -k)  # [T]: x_{t+k}; the wrapped tail is never a target
+        next_ids[t - k :] = 0
+        h = head.step(h, next_ids, positions)  # [T, H]
+        n = max(t - k - 1, 0)
+        keep = mask[k + 1 :]  # [n]: is x_{t+k+1} a trained target
+        if n == 0 or not bool(keep.any()):
+            sums.append(h.sum() * 0.0)  # keeps every step in the graph
+            continue
+        logits = head.logits(h[:n][keep])  # [N, V]
+        sums.append(F.cross_entropy(logits, ids[k + 1 :][keep], reduction="sum"))
+    return torch.stack(sums)

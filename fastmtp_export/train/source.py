@@ -1,0 +1,109 @@
+"""What training reads from the source checkpoint: the MTP layer, the frozen target, the
+tokenizer, and the files a head checkpoint carries over unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._util.atomic import atomic_write
+from ..checkpoints.checkpoint import SourceCheckpoint
+from ..checkpoints.readers import resolve_reader
+from ..checkpoints.readers.base import HeadPlan
+from ..errors import TrainError
+
+#: files a head checkpoint copies byte for byte, so ``eval --base SOURCE`` matches it
+#: (config sha256) and ``train`` / ``token-map build`` find the tokenizer next to it
+CARRIED = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+@dataclass
+class Source:
+    """An opened source checkpoint and its chosen MTP layer."""
+
+    ckpt: SourceCheckpoint
+    plan: HeadPlan
+
+    @classmethod
+    def open(cls, path: Path, layer: int | None = None) -> Source:
+        """Open ``path`` and pick its MTP layer (raises the exporter's errors)."""
+        ckpt = SourceCheckpoint.open(path)
+        return cls(ckpt, resolve_reader(ckpt).plan(ckpt, layer))
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """The chosen layer's tensors under draft names (``model.mtp_layers.0.*``)."""
+        from safetensors import safe_open
+
+        out: dict[str, torch.Tensor] = {}
+        by_shard: dict[str, list[tuple[str, str]]] = {}
+        for dst, info in self.plan.tensors.items():
+            by_shard.setdefault(self.ckpt.weight_map[info.name], []).append((dst, info.name))
+        for shard, names in sorted(by_shard.items()):
+            with safe_open(str(self.ckpt.path / shard), framework="pt") as fh:
+                for dst, src in names:
+                    out[dst] = fh.get_tensor(src)
+        return out
+
+    def load_target(self, device: torch.device, dtype: torch.dtype) -> Any:
+        """The frozen trunk as a transformers causal LM (no remote code), eval mode."""
+        from ..evaluate.target import BaseInfo, load_target_model
+
+        info = BaseInfo(self.ckpt.path, self.ckpt.config, self.ckpt.config_sha256)
+        model = load_target_model(info, self.plan.family, device, dtype)
+        model.requires_grad_(False)
+        return model
+
+    def carry(self, out: Path) -> list[str]:
+        """Copy :data:`CARRIED` files that exist into ``out`` (atomically each)."""
+        copied = []
+        for name in CARRIED:
+            src = self.ckpt.path / name
+            if src.is_file():
+                atomic_write(out / name, src.read_bytes())
+                copied.append(name)
+        return copied
+
+
+def check_out(out: Path, source: Path, data: list[Path], *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that would touch inputs or silently mix two runs."""
+    real = out.resolve()
+    for path in [source, *data]:
+        p = path.resolve()
+        if real == p or p.is_relative_to(real) or real.is_relative_to(p):
+            raise TrainError(
+                f"--out {out} overlaps the input {path}; inputs are never modified, "
+                "choose another --out"
+            )
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file; pass a directory")
+    from .state import STATE_NAME
+
+    if resume or overwrite or not out.is_dir():
+        return
+    if (out / STATE_NAME).exists():
+        raise TrainError(
+            f"--out {out} holds a stopped run ({STATE_NAME}); pass --resume to continue it, "
+            "or --overwrite to start over"
+        )
+    if any(out.iterdir()):
+        raise TrainError(f"--out {out} is not empty; pass --overwrite or another --out")
+
+
+def clear_out(out: Path) -> None:
+    """``--overwrite``: remove a previous run's files (only those this tool writes)."""
+    from .state import OUTPUT_FILES, STATE_NAME
+
+    for name in (*OUTPUT_FILES, STATE_NAME, *CARRIED):
+        (out / name).unlink(missing_ok=True)
