@@ -108,19 +108,21 @@ def sglang_acceptance(model: Path, art: Path, held: Path, work: Path, n: int) ->
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model))
-    hist = [0, 0, 0, 0]
+    hist, tokens, verifies = [0, 0, 0, 0], 0, 0
     with sglang_server(model, work, *CHAIN_FLAGS, "--speculative-draft-model-path", str(art)) as s:
         for line in held.read_text().splitlines():
             text = tok.apply_chat_template(
                 json.loads(line)["messages"], add_generation_prompt=True, tokenize=False
             )
             doc = s.generate(tok(text, add_special_tokens=False)["input_ids"], n)
-            for j, c in enumerate(doc["meta_info"]["spec_correct_drafts_histogram"]):
+            meta = doc["meta_info"]
+            for j, c in enumerate(meta["spec_correct_drafts_histogram"]):
                 hist[j] += c
-    steps = sum(hist)
-    position = [sum(hist[p:]) / steps for p in (1, 2, 3)]
-    tau = sum(j * c for j, c in enumerate(hist)) / steps + 1
-    return {"histogram": hist, "position_acceptance": position, "accept_length": tau}
+            tokens += meta["completion_tokens"]
+            verifies += meta["spec_verify_ct"]
+    position = [sum(hist[p:]) / sum(hist) for p in (1, 2, 3)]
+    # SGLang's spec_accept_length: output tokens per verify step, over every request
+    return {"histogram": hist, "position_acceptance": position, "accept_length": tokens / verifies}
 
 
 def main() -> None:
