@@ -54,7 +54,7 @@ def build(root: Path, dims: dict[str, int]) -> tuple[Target, Draft]:
     export_draft(src, root / "draft")
     manifest = mf.load(root / "draft")
     info = check_pair(src, root / "draft", manifest)
-    model = load_target_model(info, "mimo", torch.device("cpu"), torch.float32)
+    model = load_target_model(info.path, info.config, "mimo", torch.device("cpu"), torch.float32)
     mtp = MiMoMTPReference(
         load_artifact_weights(root / "draft"),
         read_json(root / "draft" / "config.json"),

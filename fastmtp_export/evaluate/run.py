@@ -34,24 +34,14 @@ class EvalOptions:
     show_progress: bool | None = None
 
 
-def _load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise EvalError(
-            f"no usable tokenizer in {path} ({str(exc).splitlines()[0][:120]}); "
-            "pass the tokenizer directory with --tokenizer"
-        ) from None
-
-
 def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> EvaluationInfo:
     """Measure ``artifact`` against ``base`` on ``prompts_file``.
 
     Raises:
         ArtifactError: the artifact is invalid (as ``inspect`` reports it).
-        EvalError: base, prompts, tokenizer or modes unusable.
+        EvalError: base, prompts or modes unusable.
+        TokenizerError: no usable tokenizer at ``--tokenizer`` or the base.
+        SourceError: the base's weights cannot be loaded.
     """
     import torch
 
@@ -59,6 +49,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     from ..maps.eos import model_eos_ids, read_json
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
     from ..maps.token_map import load_token_map
+    from ..maps.tokenizer import load_auto_tokenizer
     from .reference import MiMoMTPReference, load_artifact_weights
     from .speculate import Draft, Target, greedy, speculate
     from .target import check_pair, load_target_model, pick_device, pick_dtype
@@ -82,7 +73,9 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     }
     if union is not None and "union" in modes:
         maps["union"] = load_token_map(artifact / union.file, vocab_size=vocab)
-    tokenizer = _load_tokenizer(opts.tokenizer or base)
+    tokenizer = load_auto_tokenizer(
+        opts.tokenizer or base, fix="pass the tokenizer directory with --tokenizer"
+    )
     detector = LanguageDetector(langs or sorted({*SCRIPT_LANGUAGES, "en"}))
     prompts = read_prompts(prompts_file, tokenizer, detector, opts.limit)
     if bad := next((p for p in prompts if max(p.ids) >= vocab), None):
@@ -97,7 +90,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     device = pick_device(opts.device)
     dtype = pick_dtype(opts.dtype, device)
     log.info("loading %s on %s (%s)", base, device, str(dtype).removeprefix("torch."))
-    model = load_target_model(info, manifest.family, device, dtype)
+    model = load_target_model(info.path, info.config, manifest.family, device, dtype)
     target = Target(model)
     mtp = MiMoMTPReference(
         {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},

@@ -17,7 +17,7 @@ import torch
 
 from .._util.hashing import sha256_bytes
 from ..artifact.manifest import Manifest
-from ..errors import EvalError
+from ..errors import EvalError, SourceError
 from ..maps.eos import read_json
 
 log = logging.getLogger(__name__)
@@ -78,25 +78,35 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_target_model(info: BaseInfo, family: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """The base as a transformers causal LM on ``device``, eval mode."""
+def load_target_model(
+    path: Path, config: dict[str, Any], family: str, device: torch.device, dtype: torch.dtype
+) -> Any:
+    """The checkpoint at ``path`` (``config``, of ``family``) as a transformers causal LM on
+    ``device``, eval mode, no remote code: the target ``eval`` verifies with and the trunk
+    ``train`` keeps frozen.
+
+    Raises:
+        SourceError: transformers is not installed, or the weights cannot be loaded.
+    """
     try:
         import transformers
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
-        raise EvalError("eval needs transformers: pip install 'fastmtp-export[eval]'") from None
+        raise SourceError(
+            "loading the target model needs transformers: pip install 'fastmtp-export[eval]'"
+        ) from None
     from ..checkpoints.readers import READERS
 
-    cfg = READERS[family].target_config(info.config)
+    cfg = READERS[family].target_config(config)
     model_type = cfg.pop("model_type")
-    config = AutoConfig.for_model(model_type, **cfg)
+    hf_config = AutoConfig.for_model(model_type, **cfg)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the skipped MTP tensors are expected
     transformers.logging.disable_progress_bar()  # ours runs over the prompts
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(info.path, config=config, dtype=dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, config=hf_config, dtype=dtype)
     except OSError as exc:
-        raise EvalError(f"cannot load the base weights from {info.path} ({exc})") from exc
+        raise SourceError(f"cannot load the target weights from {path} ({exc})") from exc
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TokenizerError
 from .eos import model_eos_ids, read_json
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+#: files that hold a vocabulary (fast, byte-level BPE, sentencepiece)
+VOCAB_FILES = (TOKENIZER_FILE, "vocab.json", "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,31 @@ def load_tokenizer(
             f"{eos}); pass the model's --vocab-size"
         )
     return LocalTokenizer(path, file, tok, tuple(eos), size)
+
+
+def load_auto_tokenizer(path: Path, *, fix: str) -> Any:
+    """transformers' tokenizer for ``path``, chat template included, never remote code.
+
+    ``train`` and ``eval`` need what ``load_tokenizer`` leaves out (the chat template,
+    ``apply_chat_template``), so they load through transformers; ``fix`` is the caller's
+    advice for a directory without a usable tokenizer.
+
+    Raises:
+        TokenizerError: transformers is not installed, or ``path`` has no usable tokenizer.
+    """
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise TokenizerError(
+            "loading the model's tokenizer needs transformers: pip install 'fastmtp-export[eval]'"
+        ) from None
+    # transformers 5 builds an empty tokenizer from a config alone: ask for the files first
+    if path.is_dir() and not any((path / name).is_file() for name in VOCAB_FILES):
+        raise TokenizerError(
+            f"no usable tokenizer in {path} (none of {', '.join(VOCAB_FILES)}); {fix}"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise TokenizerError(f"no usable tokenizer in {path} ({reason}); {fix}") from None

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import TrainError
 from ..maps.corpus import record_text
+from ..maps.tokenizer import load_auto_tokenizer
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,9 @@ class DataStats:
 
 def load_chat_tokenizer(model_dir: Path) -> Any:
     """The model's transformers tokenizer (chat template included)."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise TrainError("train needs transformers: pip install 'fastmtp-export[eval]'") from None
-    try:
-        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise TrainError(
-            f"cannot load a tokenizer from {model_dir} ({str(exc).splitlines()[0][:160]}); "
-            "the source checkpoint must hold its tokenizer files (tokenizer.json)"
-        ) from None
+    return load_auto_tokenizer(
+        model_dir, fix="the source checkpoint must hold its tokenizer files (tokenizer.json)"
+    )
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:

@@ -58,10 +58,9 @@ class Source:
 
     def load_target(self, device: torch.device, dtype: torch.dtype) -> Any:
         """The frozen trunk as a transformers causal LM (no remote code), eval mode."""
-        from ..evaluate.target import BaseInfo, load_target_model
+        from ..evaluate.target import load_target_model
 
-        info = BaseInfo(self.ckpt.path, self.ckpt.config, self.ckpt.config_sha256)
-        model = load_target_model(info, self.plan.family, device, dtype)
+        model = load_target_model(self.ckpt.path, self.ckpt.config, self.plan.family, device, dtype)
         model.requires_grad_(False)
         return model
 

@@ -165,6 +165,7 @@ def train(
         TrainError: bad options or data, an ``--out`` that overlaps the inputs or holds
             another run, a resume state from other options.
         SourceError, ContractError: the source is not a readable MTP checkpoint.
+        TokenizerError: the source holds no usable tokenizer.
     """
     opts.check()
     check_out(out, source, data, resume=resume, overwrite=overwrite)

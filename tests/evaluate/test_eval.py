@@ -86,7 +86,9 @@ def noisy(tmp_path_factory: pytest.TempPathFactory, oracle: Pair) -> Pair:
 def _decoder(pair: Pair) -> tuple[Target, MiMoMTPReference]:
     manifest = mf.load(pair.draft)
     info = check_pair(pair.target, pair.draft, manifest)
-    model = load_target_model(info, manifest.family, torch.device("cpu"), torch.float32)
+    model = load_target_model(
+        info.path, info.config, manifest.family, torch.device("cpu"), torch.float32
+    )
     mtp = MiMoMTPReference(
         load_artifact_weights(pair.draft),
         read_json(pair.draft / "config.json"),

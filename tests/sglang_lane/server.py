@@ -35,6 +35,9 @@ CPU_FLAGS = [
     "--device", "cpu", "--attention-backend", "torch_native", "--disable-cuda-graph",
     "--dtype", "float32", "--mem-fraction-static", "0.05", "--max-total-tokens", "8192",
     "--skip-tokenizer-init", "--log-level", "warning",
+    # an idle scheduler otherwise spins a core: on 2 cores that halves (or, with torch's
+    # OpenMP threads spinning against it, far worse) whatever the test computes meanwhile
+    "--sleep-on-idle",
 ]  # fmt: skip
 CHAIN_FLAGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",

@@ -1,7 +1,7 @@
 """``fastmtp-export train`` on a tiny MiMo checkpoint with a real byte-level BPE tokenizer.
 
 The real-model chain (SmolLM2: acceptance rises after training) is in
-tests/sglang_patch/test_real_model.py; this file covers the recipe's mechanics.
+tests/real_model/test_chain.py; this file covers the recipe's mechanics.
 """
 
 from __future__ import annotations
