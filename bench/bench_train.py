@@ -10,10 +10,15 @@ prompts, with ``eval`` (the reference decoder) and with real SGLang EAGLE K=3:
 - (c) FastMTP: the same data and budget, recursive K=3 loss (``--steps 3``).
 
 It also measures training throughput (target tokens per second) against a
-forward-only pass of the same frozen trunk over the same sequences, in the same run.
+forward-only pass of the same frozen trunk over the same sequences, in the same run,
+and serves the FastMTP head with maps built from the same distilled data through
+bench/bench_serving.py: no speculation, the full draft vocabulary, the static map, and
+sglang_patch (one language here: SmolLM2 is an English model, so the plugin drafts over
+the English map, as the static map does).
 
 Usage (from the repository root, after ``make lane``; about 25 minutes on 2 cores):
   python bench/bench_train.py --work /tmp/bench-train [--train-prompts 100] [--epochs 4]
+      [--map-size 4096] [--serving-concurrency 1,8]
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from tests.real_model.prompts import paragraphs, prompts, write_prompts  # noqa: E402
-from tests.sglang_lane.server import CHAIN_FLAGS, sglang_server  # noqa: E402
+from tests.sglang_lane.server import CHAIN_FLAGS, CPU_FLAGS, lane_env, sglang_server  # noqa: E402
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
 HEADS = ("untrained", "k1", "k3")
@@ -125,6 +130,36 @@ def sglang_acceptance(model: Path, art: Path, held: Path, work: Path, n: int) ->
     return {"histogram": hist, "position_acceptance": position, "accept_length": tokens / verifies}
 
 
+def serving(
+    model: Path, data: Path, held: Path, head: Path, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """bench_serving.py's none / full / static / plugin runs of ``head`` with maps built
+    from ``data``: output tokens per second as a ratio to no speculation, same run."""
+    maps = work / "maps"
+    if not (maps / "token_maps.json").exists():
+        _cli("token-map", "build", str(data), "--tokenizer", str(model), "--out", str(maps),
+             "--sizes", str(args.map_size), "-q")  # fmt: skip
+    art = work / "art-k3-maps"
+    _cli("export", str(head), "--out", str(art), "--token-maps", str(maps), "--overwrite", "-q")
+    flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"]
+    i = flags.index("--log-level")
+    del flags[i : i + 2]  # sglang_patch announces itself at info
+    out = work / "serving.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(model),
+         "--draft", str(art), "--prompts", str(held), "--modes", "none,full,static,plugin",
+         "--concurrency", args.serving_concurrency, "--max-new-tokens", str(args.eval_tokens),
+         "--server-args", " ".join(flags), "--logs", str(work / "serving-logs"),
+         "--json", str(out)],
+        env=lane_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if r.returncode != 0:
+        sys.exit(f"bench_serving.py failed:\n{r.stderr[-3000:]}")
+    print(r.stdout, file=sys.stderr)
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/fastmtp-bench-train"))
@@ -134,6 +169,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--eval-tokens", type=int, default=64)
+    ap.add_argument("--map-size", type=int, default=4096, help="rows of the serving map")
+    ap.add_argument("--serving-concurrency", default="1,8")
     args = ap.parse_args()
     if args.train_prompts + args.held_prompts > len(paragraphs()):
         sys.exit(f"at most {len(paragraphs())} prompts in all")
@@ -177,6 +214,8 @@ def main() -> None:
         results[f"sglang_{name}"] = sglang_acceptance(
             model, arts[name], held, work / f"serve-{name}", args.eval_tokens
         )
+    _log("serving")
+    results["serving"] = serving(model, data, held, work / "head-k3", work, args)
     _log("throughput")
     results["throughput_tokens_per_s"] = throughput(model, data, 24)
     json.dump(results, sys.stdout, indent=2)
