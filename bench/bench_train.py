@@ -16,7 +16,7 @@ bench/bench_serving.py: no speculation, the full draft vocabulary, the static ma
 sglang_patch (one language here: SmolLM2 is an English model, so the plugin drafts over
 the English map, as the static map does).
 
-Usage (from the repository root, after ``make lane``; about 25 minutes on 2 cores):
+Usage (from the repository root, after ``make lane``; about 30 minutes on 2 cores):
   python bench/bench_train.py --work /tmp/bench-train [--train-prompts 100] [--epochs 4]
       [--map-size 4096] [--serving-concurrency 1,8]
 """
