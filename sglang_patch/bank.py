@@ -19,6 +19,11 @@ drafts its minority with the majority's map.
 - A one-language set holds exactly that language's map, padded with repeats of its own
   ids: a repeated row yields the same logit and the same full id, so a single-language
   batch drafts exactly as with its own K-row map.
+- At TP > 1 (``shard``) the target head is a vocabulary shard: the slots are laid out
+  in one block per rank (:mod:`.shard`), each rank's head buffer holds only its block's
+  rows, gathered from its own shard, and SGLang's all-gather of the draft logits puts
+  the blocks back in slot order. Every rank computes the same table, so the same batch
+  makes every rank switch to the same set.
 
 Pure torch: no SGLang import, unit-tested on CPU.
 """
@@ -29,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import torch
+
+from .shard import VocabShard, block_width, local_rows, shard_slots
 
 LangSet = frozenset[str]
 #: the start-up table of every language set's slots is capped at this many bytes; sets
@@ -76,10 +83,12 @@ class DraftVocabBank:
 
     Args:
         maps: ``lang -> hot ids`` (full-vocabulary ids, all the same length K).
-        head: the target ``lm_head`` weight [V, H]; read on every switch, never written.
+        head: the target ``lm_head`` weight [V, H] (at TP > 1 this rank's shard [P, H]);
+            read on every switch, never written.
         default: the language the active buffers start with.
-        rows: K_u, the slots of the active buffer (``K <= rows <= V``); default
+        rows: K_u, the distinct ids a set may hold (``K <= rows <= V``); default
             :func:`default_rows`.
+        shard: this rank's part of a vocabulary-parallel head; ``None`` for a full head.
     """
 
     @torch.no_grad()
@@ -89,13 +98,14 @@ class DraftVocabBank:
         head: torch.Tensor,
         default: str,
         rows: int | None = None,
+        shard: VocabShard | None = None,
     ) -> None:
         if default not in maps:
             raise ValueError(f"default language {default!r} has no map")
         sizes = {len(ids) for ids in maps.values()}
         if len(sizes) != 1:
             raise ValueError(f"all maps must have one size, got {sorted(sizes)}")
-        vocab = int(head.shape[0])
+        vocab = int(head.shape[0]) if shard is None else shard.vocab
         size = sizes.pop()
         for ids in maps.values():
             if min(ids) < 0 or max(ids) >= vocab:
@@ -107,28 +117,50 @@ class DraftVocabBank:
         self.size = size
         self.rows = rows
         self.head = head
+        self.shard = shard
         device = head.device
         sets = _fitting_sets(maps, self.langs, rows)
         #: every language set the active buffer can hold: each union fits in K_u whole
         self.sets: dict[LangSet, int] = {s: i for i, s in enumerate(sets)}
         self.max_langs = max(len(s) for s in sets)
-        # [S, K_u] the slots' full ids of every language set (int32: V < 2^31), built once
-        self.table = torch.tensor(
-            [union_ids(maps, sorted(s), rows) for s in sets], dtype=torch.int32, device=device
-        )
-        self._slots = torch.arange(rows, dtype=torch.int64, device=device)  # [K_u]
+        slot_ids = [union_ids(maps, sorted(s), rows) for s in sets]
+        #: [S, L] rows of ``head`` each set's head buffer gathers (TP > 1 only; at TP 1
+        #: they are the slot ids themselves)
+        self.local: torch.Tensor | None = None
+        if shard is not None:
+            width = block_width(slot_ids, shard)
+            slot_ids = [shard_slots(ids, shard, width) for ids in slot_ids]
+            self.local = torch.tensor(
+                [local_rows(ids, shard, width) for ids in slot_ids],
+                dtype=torch.int64,
+                device=device,
+            )
+        # [S, N] the slots' full ids of every language set (int32: V < 2^31), built once;
+        # N = K_u at TP 1, size * W at TP > 1
+        self.table = torch.tensor(slot_ids, dtype=torch.int32, device=device)
+        #: N: the draft logits' width, what SGLang's graphs and buffers see
+        self.slots = int(self.table.shape[1])
+        self._slots = torch.arange(self.slots, dtype=torch.int64, device=device)  # [N]
         self.active: LangSet = frozenset({default})
-        self.active_ids = self.table[self.sets[self.active]].to(torch.int64)  # [K_u] hot_token_id
-        # [K_u, H] the draft lm_head weight: a private gather, never the target's storage
-        self.active_head = head.index_select(0, self.active_ids)
+        index = self.sets[self.active]
+        self.active_ids = self.table[index].to(torch.int64)  # [N] hot_token_id
+        # [N, H] (TP > 1: [W, H], this rank's block) the draft lm_head weight: a private
+        # gather, never the target's storage
+        self.active_head = head.index_select(0, self._rows(index))
         # [V] full id -> its slot in the active set (0 where absent: one lost draft)
         self.inverse = torch.zeros(vocab, dtype=torch.int64, device=device)
         self.inverse.scatter_(0, self.active_ids, self._slots)
 
+    def _rows(self, index: int) -> torch.Tensor:
+        """The rows of ``head`` set ``index``'s head buffer holds (int64)."""
+        return self.active_ids if self.local is None else self.local[index]
+
     @property
     def nbytes(self) -> int:
         """Device memory the bank holds besides the target's head it reads from."""
-        tensors = (self.table, self._slots, self.active_ids, self.active_head, self.inverse)
+        tensors = [self.table, self._slots, self.active_ids, self.active_head, self.inverse]
+        if self.local is not None:
+            tensors.append(self.local)
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @torch.no_grad()
@@ -140,8 +172,9 @@ class DraftVocabBank:
         """
         if langs == self.active:
             return False
-        self.active_ids.copy_(self.table[self.sets[langs]])
-        torch.index_select(self.head, 0, self.active_ids, out=self.active_head)
+        index = self.sets[langs]
+        self.active_ids.copy_(self.table[index])
+        torch.index_select(self.head, 0, self._rows(index), out=self.active_head)
         self.inverse.zero_()
         self.inverse.scatter_(0, self.active_ids, self._slots)
         self.active = langs

@@ -1,11 +1,16 @@
-"""Seams 2 and 3: the bank at start-up.
+"""Seams 2 and 3: the bank at start-up, and reduced draft vocabularies at TP > 1.
 
 2. ``EagleDraftWorker.init_token_map`` (AROUND): when the draft artifact carries
    language maps and no ``--speculative-token-map`` was given, load the default
-   language's map as SGLang would load a static one.
+   language's map as SGLang would load a static one. With a static
+   ``--speculative-token-map`` at TP > 1, lay its ids out per rank (:mod:`..shard`) so
+   that SGLang's own slicing takes this rank's rows (stock 0.5.23 indexes the rank's
+   vocabulary shard with global ids and stops with an ``IndexError``).
 3. ``EagleDraftWorker.init_lm_head`` (AFTER): build the :class:`~..bank.DraftVocabBank`
-   over the target's full ``lm_head`` and rebind the draft's ``hot_token_id`` and head
-   weight to the bank's pointer-stable K_u-row buffers (before any CUDA-graph capture).
+   over the target's ``lm_head`` (this rank's shard at TP > 1) and rebind the draft's
+   ``hot_token_id`` and head weight to the bank's pointer-stable buffers (before any
+   CUDA-graph capture); for a static map at TP > 1, set ``hot_token_id`` to the
+   per-rank slot layout.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from ..bank import DraftVocabBank
 from ..settings import ENABLE_ENV, artifact_maps, draft_rows
+from ..shard import VocabShard, block_width, local_rows, shard_slots
 from .guard import refuse_partial_hooks
 from .report import Counts
 from .targets import BANK_ATTR
@@ -30,19 +36,23 @@ def init_token_map_around(original: Any, worker: Any) -> Any:
     from sglang.srt.runtime_context import get_spec
 
     spec = get_spec()
-    draft_dir = getattr(spec, "speculative_draft_model_path", None)
-    if worker.speculative_algorithm.is_eagle3() or not draft_dir:
+    if worker.speculative_algorithm.is_eagle3():
         return original(worker)
-    found = artifact_maps(Path(draft_dir)) if Path(draft_dir).is_dir() else None
+    draft_dir = getattr(spec, "speculative_draft_model_path", None)
+    found = artifact_maps(Path(draft_dir)) if draft_dir and Path(draft_dir).is_dir() else None
+    if found is not None:
+        refuse_partial_hooks()  # the guard's own seam may be the one that moved
+    if getattr(spec, "speculative_token_map", None) is not None:
+        if found is not None:
+            log.warning(
+                "fastmtp: --speculative-token-map is set; using it as one static map "
+                "(the artifact's per-language maps are not used)"
+            )
+        result = original(worker)
+        _shard_static_map(worker)
+        return result
     if found is None:
         return original(worker)  # the guard said why
-    refuse_partial_hooks()  # the guard's own seam may be the one that moved
-    if getattr(spec, "speculative_token_map", None) is not None:
-        log.warning(
-            "fastmtp: --speculative-token-map is set; using it as one static map "
-            "(the artifact's per-language maps are not used)"
-        )
-        return original(worker)
     if getattr(spec, "speculative_use_rejection_sampling", False):
         log.warning(
             "fastmtp: rejection sampling (--speculative-use-rejection-sampling, on by default "
@@ -53,55 +63,114 @@ def init_token_map_around(original: Any, worker: Any) -> Any:
     if worker.topk != 1:
         log.warning("fastmtp: per-language maps need --speculative-eagle-topk 1; plugin idle")
         return original(worker)
-    _refuse_sharded_head(worker)
+    worker._fastmtp_shard = vocab_shard(worker)
     worker._fastmtp_maps = found
     # init_lm_head slices the target head with this before the bank rebinds the draft to
-    # its own [K_u, H] buffer: one row instead of K keeps that transient copy out of the
-    # start-up peak (256 MiB at MiMo-7B shapes)
-    worker.hot_token_id = torch.tensor(found.maps[found.default][:1], dtype=torch.int64)
+    # its own buffer: one row instead of K keeps that transient copy out of the start-up
+    # peak (256 MiB at MiMo-7B shapes); row 0 is on every rank's shard
+    worker.hot_token_id = torch.zeros(1, dtype=torch.int64)
     return None
 
 
-def _refuse_sharded_head(worker: Any) -> None:
-    """At TP>1 the target head is vocab-sharded: global hot ids would index past it.
+def vocab_shard(worker: Any) -> VocabShard | None:
+    """This rank's part of the target's vocabulary-parallel ``lm_head``; ``None`` when the
+    rank holds every row (TP 1, or a replicated head).
 
-    Stock 0.5.23 hits a device assert there; refuse at start-up with the reason instead.
+    Raises:
+        RuntimeError: a layout the per-rank slots do not cover (DP attention's lm_head,
+            added vocabulary rows), with the reason and the way out.
     """
-    runner = getattr(getattr(worker, "target_worker", None), "model_runner", None)
-    head = getattr(getattr(getattr(runner, "model", None), "lm_head", None), "weight", None)
-    vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
-    if head is not None and isinstance(vocab, int) and head.shape[0] != vocab:
+    runner = worker.target_worker.model_runner
+    head = runner.model.lm_head
+    vocab = int(runner.model_config.vocab_size)
+    if int(head.weight.shape[0]) == vocab or getattr(head, "tp_size", 1) == 1:
+        return None
+    draft_logits = getattr(worker.draft_runner.model, "logits_processor", None)
+    if getattr(head, "use_attn_tp_group", False) or getattr(
+        draft_logits, "do_tensor_parallel_all_gather_dp_attn", False
+    ):
         raise RuntimeError(
-            f"fastmtp: this rank holds {head.shape[0]} of {vocab} lm_head rows (tensor "
-            "parallelism shards the vocabulary); per-language draft maps need --tp-size 1, "
-            f"or set {ENABLE_ENV}=0"
+            "fastmtp: reduced draft vocabularies are not supported with DP attention "
+            "(--enable-dp-attention / --enable-dp-lm-head) in SGLang 0.5.23: the draft "
+            "logits are gathered across the attention-DP group; drop those flags or set "
+            f"{ENABLE_ENV}=0 and serve without a draft map"
         )
+    if int(head.num_embeddings) != int(head.org_vocab_size):
+        raise RuntimeError(
+            f"fastmtp: the target lm_head has {head.num_embeddings - head.org_vocab_size} "
+            "added vocabulary rows (LoRA extra vocabulary), which the per-rank draft slots "
+            f"do not cover; serve without them or set {ENABLE_ENV}=0"
+        )
+    idx = head.shard_indices
+    rows = int(idx.padded_org_vocab_end_index - idx.padded_org_vocab_start_index)
+    return VocabShard(int(idx.padded_org_vocab_start_index) // rows, int(head.tp_size), rows, vocab)
+
+
+def _shard_static_map(worker: Any) -> None:
+    """A static ``--speculative-token-map`` at TP > 1: hand ``init_lm_head`` this rank's
+    rows; :func:`init_lm_head_after` then sets the per-rank slot layout."""
+    hot = getattr(worker, "hot_token_id", None)
+    if hot is None:
+        return
+    shard = vocab_shard(worker)
+    if shard is None:
+        return
+    ids = [int(t) for t in hot.tolist()]
+    width = block_width([ids], shard)
+    slots = shard_slots(ids, shard, width)
+    worker._fastmtp_static_slots = torch.tensor(slots, dtype=torch.int64)  # [size * W]
+    worker.hot_token_id = torch.tensor(local_rows(slots, shard, width), dtype=torch.int64)  # [W]
+    log.info(
+        "fastmtp: static token map at TP %d: %d ids laid out as %d slots (%d per rank; "
+        "rank %d holds %d of them)",
+        shard.size,
+        len(set(ids)),
+        len(slots),
+        width,
+        shard.rank,
+        sum(1 for t in set(ids) if shard.owner(t) == shard.rank),
+    )
 
 
 def init_lm_head_after(result: Any, worker: Any) -> Any:
-    """Build the bank over the target's full head; bind the draft to its active buffers."""
+    """Build the bank over the target's head (this rank's shard at TP > 1); bind the
+    draft to its active buffers."""
+    static = getattr(worker, "_fastmtp_static_slots", None)
+    if static is not None:
+        worker.hot_token_id = static.to(worker.hot_token_id.device)
+        return result
     found = getattr(worker, "_fastmtp_maps", None)
     if found is None:
         return result
-    _embed, full_head = worker._resolve_shared_embed_and_head()  # [V, H], the target's
-    vocab = int(full_head.shape[0])
+    shard: VocabShard | None = getattr(worker, "_fastmtp_shard", None)
+    _embed, head = worker._resolve_shared_embed_and_head()  # [V, H] or this rank's [P, H]
+    vocab = int(head.shape[0]) if shard is None else shard.vocab
     rows = draft_rows(found.size, len(found.maps), vocab)  # raises on a bad FASTMTP_DRAFT_ROWS
     with torch.no_grad():
-        bank = DraftVocabBank(found.maps, full_head.data, found.default, rows)
+        bank = DraftVocabBank(found.maps, head.data, found.default, rows, shard=shard)
     worker.hot_token_id = bank.active_ids
     worker.draft_runner.model.lm_head.weight.data = bank.active_head
     setattr(worker, BANK_ATTR, bank)
     worker._fastmtp_counts = Counts()
+    where = (
+        ""
+        if shard is None
+        else (
+            f"; TP rank {shard.rank}/{shard.size}: {bank.slots} draft slots, "
+            f"{bank.active_head.shape[0]} head rows here"
+        )
+    )
     log.info(
         "fastmtp: per-language draft vocabulary active: languages %s, K=%d, draft rows "
         "K_u=%d (FASTMTP_DRAFT_ROWS), up to %d languages per batch, default %s, "
-        "bank %.1f MiB on %s",
+        "bank %.1f MiB on %s%s",
         ",".join(bank.langs),
         bank.size,
         bank.rows,
         bank.max_langs,
         found.default,
         bank.nbytes / 2**20,
-        full_head.device,
+        head.device,
+        where,
     )
     return result

@@ -39,6 +39,10 @@ CPU_FLAGS = [
     # OpenMP threads spinning against it, far worse) whatever the test computes meanwhile
     "--sleep-on-idle",
 ]  # fmt: skip
+#: tensor parallelism 2 on 2 cores: one core per rank (SGLang otherwise asserts ranks <=
+#: NUMA nodes); the lane plugin's parallel hook keeps PyNccl out (docs/testing.md)
+TP2_FLAGS = ["--tp-size", "2"]
+TP2_ENV = {"SGLANG_CPU_OMP_THREADS_BIND": "0|1"}
 CHAIN_FLAGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",
     "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",

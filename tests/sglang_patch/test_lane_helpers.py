@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .test_sglang_lane import Case, _concurrently
+from .conftest import Case, _concurrently
 
 
 class _Server:

@@ -6,7 +6,8 @@ This plugin, discovered through the ``sglang.srt.plugins`` entry point (a dist-i
 folder beside it, on ``PYTHONPATH``), adds what the chain path needs:
 
 - :mod:`.ops`: pure-PyTorch fallbacks for the 7 missing ``sgl_kernel`` CPU ops;
-- :mod:`.backends`: a ``torch_native`` draft backend (2 AROUND hooks).
+- :mod:`.backends`: a ``torch_native`` draft backend (2 AROUND hooks);
+- :mod:`.parallel`: tensor parallelism without PyNccl (1 AROUND hook).
 
 It is never shipped: it lives under ``tests/`` and only the CPU test lane puts it on
 ``PYTHONPATH``. Every registration and first call is recorded through
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 def register() -> None:
     """Entry point called by SGLang's ``load_plugins()`` in every process."""
-    from . import backends, ops
+    from . import backends, ops, parallel
 
     ops.register_fallbacks()
     backends.register_hooks()
+    parallel.register_hooks()
