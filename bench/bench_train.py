@@ -138,7 +138,7 @@ def serving(
     maps = work / "maps"
     if not (maps / "token_maps.json").exists():
         _cli("token-map", "build", str(data), "--tokenizer", str(model), "--out", str(maps),
-             "--sizes", str(args.map_size), "-q")  # fmt: skip
+             "--size", str(args.map_size), "-q")  # fmt: skip
     art = work / "art-k3-maps"
     _cli("export", str(head), "--out", str(art), "--token-maps", str(maps), "--overwrite", "-q")
     flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ EXAMPLES = """Examples:
   torchrun --nproc-per-node 8 -m fastmtp_export train ./MiMo-7B-RL --data d.jsonl --out ./head
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --resume
   fastmtp-export export ./mimo-head --out ./draft --token-maps ./maps
+  fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --export ./draft --token-maps ./maps
 """
 
 
@@ -78,6 +80,21 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the stopped run in --out.")
     ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Also write the draft artifact here once training ends (as `export`).",
+            metavar="DRAFT",
+        ),
+    ] = None,
+    token_maps: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --export: ship the maps of this token-map build directory.",
+            metavar="MAPDIR",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -87,7 +104,8 @@ def train(
     The trunk, embeddings and lm_head stay frozen; the one MTP layer is applied K times
     recursively and step k's loss weighs beta^(k-1). Writes the trained layer, the
     source's config and tokenizer, and training.json to DIR; `export DIR` makes the
-    draft. Under torchrun every process takes a share of each batch.
+    draft, or --export does it at the end. Under torchrun every process takes a share
+    of each batch (and the first process exports).
     """
     from ..train.progress import loss_text
     from ..train.trainer import TrainOptions
@@ -95,6 +113,7 @@ def train(
 
     if dtype not in ("auto", "fp32", "bf16", "fp16"):
         raise typer.BadParameter("use auto, fp32, bf16 or fp16", param_hint="--dtype")
+    _check_export(export, token_maps, overwrite)  # before the run, not after it
     setup_logging(quiet)
     opts = TrainOptions(
         steps=steps, beta=beta, epochs=epochs, lr=lr, batch=batch, warmup=warmup,
@@ -106,6 +125,14 @@ def train(
         show_progress=False if quiet else None,
     )  # fmt: skip
     last = result.record["history"][-1]["loss"] if result.record["history"] else []
+    artifact = None
+    if export is not None and int(os.environ.get("RANK", "0")) == 0:
+        from ..artifact.export import export_draft
+
+        artifact = export_draft(
+            result.out, export, overwrite=overwrite, token_maps=token_maps,
+            progress=False if quiet else None,
+        ).out  # fmt: skip
     if json_out:
         emit_json(
             {
@@ -115,6 +142,7 @@ def train(
                 "seconds": round(result.seconds, 3),
                 "final_loss": last,
                 "data": result.record["data"],
+                "artifact": None if artifact is None else str(artifact),
             }
         )
         return
@@ -124,5 +152,26 @@ def train(
         result.seconds,
         loss_text(last),
     )
+    if artifact is not None:
+        log.info("draft artifact written to %s", artifact)
+        typer.echo(str(artifact))
+        return
     log.info("export with:\n  fastmtp-export export %s --out DRAFT_DIR", result.out)
     typer.echo(str(result.out))
+
+
+def _check_export(export: Path | None, token_maps: Path | None, overwrite: bool) -> None:
+    """What --export will need, checked before hours of training rather than after."""
+    from ..errors import TrainError
+    from ..maps.summary import SUMMARY_NAME
+
+    if export is None:
+        if token_maps is not None:
+            raise TrainError("--token-maps goes with --export DRAFT; add --export or drop it")
+        return
+    if export.exists() and not overwrite:
+        raise TrainError(f"--export {export} exists; choose a new directory or pass --overwrite")
+    if token_maps is not None and not (token_maps / SUMMARY_NAME).is_file():
+        raise TrainError(
+            f"--token-maps {token_maps} has no {SUMMARY_NAME}; pass a `token-map build` directory"
+        )

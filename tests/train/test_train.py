@@ -31,7 +31,13 @@ from fastmtp_export.train.loss import step_losses, step_weights
 from fastmtp_export.train.state import STATE_NAME
 from fastmtp_export.train.trainer import TrainOptions, train
 
-from ..conftest import BPE_MODEL_VOCAB, assert_one_line_error, source_tensors, tree_digest
+from ..conftest import (
+    BPE_MODEL_VOCAB,
+    assert_one_line_error,
+    export_cli,
+    source_tensors,
+    tree_digest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = TrainOptions(epochs=2, batch=4, lr=3e-3, max_length=40, save_every=1, warmup=0.0)
@@ -257,3 +263,51 @@ def test_bad_train_input_is_one_line(source: Path, data: Path, tmp_path: Path) -
     (full / "keep.txt").write_text("mine")
     assert_one_line_error(run("--out", str(full)), "not empty")
     assert (full / "keep.txt").read_text() == "mine"
+
+
+def test_train_can_write_the_artifact_directly(source: Path, data: Path, tmp_path: Path) -> None:
+    """--export DRAFT [--token-maps MAPDIR] equals `train` then `export`, maps included."""
+    runner = CliRunner()
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records("en", 16, seed=3)))
+    maps = tmp_path / "maps"
+    r = runner.invoke(
+        app, ["token-map", "build", str(corpus), "--tokenizer", str(source), "--out", str(maps),
+              "--size", "64", "-q"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    head, draft = tmp_path / "head", tmp_path / "draft"
+    fast = ["--epochs", "1", "--batch", "4", "--lr", "3e-3", "--max-length", "40", "-q"]
+    r = runner.invoke(
+        app, ["train", str(source), "--data", str(data), "--out", str(head), "--export",
+              str(draft), "--token-maps", str(maps), "--json", *fast],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["artifact"] == str(draft)
+    separate = export_cli(head, tmp_path / "separate", "--token-maps", str(maps))
+    for name in ("model.safetensors", "config.json", "freq_en_64.pt"):
+        assert (draft / name).read_bytes() == (separate / name).read_bytes(), name
+    r = runner.invoke(app, ["inspect", str(draft), "--json"])
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.stdout)["token_maps"]["languages"]) == ["en"]
+
+
+def test_export_options_are_checked_before_training(
+    source: Path, data: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "head"
+
+    def run(*args: str) -> Result:
+        return runner.invoke(
+            app, ["train", str(source), "--data", str(data), "--out", str(out), *args]
+        )
+
+    assert_one_line_error(run("--token-maps", str(tmp_path)), "--token-maps goes with --export")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    assert_one_line_error(run("--export", str(taken)), f"{taken} exists", "--overwrite")
+    assert_one_line_error(
+        run("--export", str(tmp_path / "d"), "--token-maps", str(tmp_path)), "token_maps.json"
+    )
+    assert not out.exists()  # nothing trained, nothing written
