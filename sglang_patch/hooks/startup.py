@@ -83,9 +83,16 @@ def vocab_shard(worker: Any) -> VocabShard | None:
     runner = worker.target_worker.model_runner
     head = runner.model.lm_head
     vocab = int(runner.model_config.vocab_size)
-    if int(head.weight.shape[0]) == vocab or getattr(head, "tp_size", 1) == 1:
-        return None
     draft_logits = getattr(worker.draft_runner.model, "logits_processor", None)
+    if int(head.weight.shape[0]) == vocab or getattr(head, "tp_size", 1) == 1:
+        if getattr(draft_logits, "do_tensor_parallel_all_gather", False):
+            raise RuntimeError(
+                "fastmtp: this rank holds the whole lm_head (replicated, e.g. "
+                "SGLANG_ENABLE_EMBED_REPLICATION) while SGLang all-gathers the draft logits "
+                "across TP ranks; a reduced draft vocabulary cannot be laid out for that: "
+                f"unset the replication or set {ENABLE_ENV}=0"
+            )
+        return None
     if getattr(head, "use_attn_tp_group", False) or getattr(
         draft_logits, "do_tensor_parallel_all_gather_dp_attn", False
     ):

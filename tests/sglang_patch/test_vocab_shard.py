@@ -118,7 +118,9 @@ def test_bad_shards_and_ids() -> None:
         shard_slots([1, 2], rank0, 1)
 
 
-def _worker(head_rows: int, *, tp: int = 2, dp_lm_head: bool = False, added: int = 0) -> Any:
+def _worker(
+    head_rows: int, *, tp: int = 2, dp_lm_head: bool = False, added: int = 0, gathers: bool = True
+) -> Any:
     """The attributes of an EagleDraftWorker that vocab_shard reads (SGLang's names)."""
     vocab = 1000
     rows = -(-vocab // tp // 64) * 64
@@ -131,19 +133,21 @@ def _worker(head_rows: int, *, tp: int = 2, dp_lm_head: bool = False, added: int
         vocab_size=vocab))  # fmt: skip
     draft = SimpleNamespace(
         model=SimpleNamespace(logits_processor=SimpleNamespace(
-            do_tensor_parallel_all_gather_dp_attn=False))
+            do_tensor_parallel_all_gather_dp_attn=False, do_tensor_parallel_all_gather=gathers))
     )  # fmt: skip
     return SimpleNamespace(target_worker=SimpleNamespace(model_runner=runner), draft_runner=draft)
 
 
 def test_vocab_shard_reads_sglangs_layout_and_refuses_what_it_cannot_cover() -> None:
-    assert vocab_shard(_worker(1000, tp=1)) is None  # a full head: the TP 1 bank
+    assert vocab_shard(_worker(1000, tp=1, gathers=False)) is None  # TP 1: the TP 1 bank
+    with pytest.raises(RuntimeError, match="holds the whole lm_head"):
+        vocab_shard(_worker(1000, tp=1))  # a replicated head whose draft logits are gathered
     assert vocab_shard(_worker(512)) == VocabShard(rank=1, size=2, rows=512, vocab=1000)
     with pytest.raises(RuntimeError, match=r"DP attention \(--enable-dp-attention"):
         vocab_shard(_worker(512, dp_lm_head=True))
     with pytest.raises(RuntimeError, match="8 added vocabulary rows"):
         vocab_shard(_worker(512, added=8))
-    for bad in (_worker(512, dp_lm_head=True), _worker(512, added=8)):
+    for bad in (_worker(512, dp_lm_head=True), _worker(512, added=8), _worker(1000, tp=1)):
         with pytest.raises(RuntimeError) as err:
             vocab_shard(bad)
         assert "\n" not in str(err.value)
