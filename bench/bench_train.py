@@ -37,7 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from tests.real_model.prompts import paragraphs, prompts, write_prompts  # noqa: E402
-from tests.sglang_lane.server import CHAIN_FLAGS, CPU_FLAGS, lane_env, sglang_server  # noqa: E402
+from tests.sglang_lane.server import (  # noqa: E402
+    CHAIN_FLAGS,
+    CPU_FLAGS,
+    REAL_MODEL_FLAGS,
+    lane_env,
+    sglang_server,
+)
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
 HEADS = ("untrained", "k1", "k3")
@@ -66,7 +72,9 @@ def distill(model: Path, work: Path, n_train: int, n_held: int, max_tokens: int)
     )
     if (work / "train.jsonl").exists():
         return
-    with sglang_server(model, work / "plain", "--max-running-requests", "16", tokenizer=True) as s:
+    with sglang_server(
+        model, work / "plain", *REAL_MODEL_FLAGS, "--max-running-requests", "16", tokenizer=True
+    ) as s:
         _log("distilling")
         _cli("distill", str(work / "train_prompts.jsonl"), "--server", s.url,
              "--out", str(work / "train.jsonl"), "--temperature", "0",
@@ -114,7 +122,9 @@ def sglang_acceptance(model: Path, art: Path, held: Path, work: Path, n: int) ->
 
     tok = AutoTokenizer.from_pretrained(str(model))
     hist, tokens, verifies = [0, 0, 0, 0], 0, 0
-    with sglang_server(model, work, *CHAIN_FLAGS, "--speculative-draft-model-path", str(art)) as s:
+    with sglang_server(
+        model, work, *REAL_MODEL_FLAGS, *CHAIN_FLAGS, "--speculative-draft-model-path", str(art)
+    ) as s:
         for line in held.read_text().splitlines():
             text = tok.apply_chat_template(
                 json.loads(line)["messages"], add_generation_prompt=True, tokenize=False
@@ -141,7 +151,7 @@ def serving(
              "--size", str(args.map_size), "-q")  # fmt: skip
     art = work / "art-k3-maps"
     _cli("export", str(head), "--out", str(art), "--token-maps", str(maps), "--overwrite", "-q")
-    flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"]
+    flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"] + REAL_MODEL_FLAGS
     i = flags.index("--log-level")
     del flags[i : i + 2]  # sglang_patch announces itself at info
     out = work / "serving.json"

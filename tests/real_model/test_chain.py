@@ -28,7 +28,13 @@ from fastmtp_export.cli import app
 from fastmtp_export.errors import SourceError
 
 from ..conftest import assert_one_line_error
-from ..sglang_lane.server import CHAIN_FLAGS, Server, sglang_import_problem, sglang_server
+from ..sglang_lane.server import (
+    CHAIN_FLAGS,
+    REAL_MODEL_FLAGS,
+    Server,
+    sglang_import_problem,
+    sglang_server,
+)
 from .prompts import prompts, write_prompts
 
 pytestmark = pytest.mark.slow
@@ -53,7 +59,9 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """SmolLM2 served without speculation, with its tokenizer (chat completions)."""
     work = tmp_path_factory.mktemp("plain")
-    with sglang_server(smollm2, work, "--max-running-requests", "8", tokenizer=True) as server:
+    with sglang_server(
+        smollm2, work, *REAL_MODEL_FLAGS, "--max-running-requests", "8", tokenizer=True
+    ) as server:
         yield server
 
 
@@ -272,7 +280,12 @@ def test_distill_train_export_eval_serve(smollm2: Path, plain: Server, tmp_path:
     for name, art in (("untrained", untrained), ("trained", trained)):
         work = tmp_path / f"serve-{name}"
         with sglang_server(
-            smollm2, work, *CHAIN_FLAGS, "--speculative-draft-model-path", str(art)
+            smollm2,
+            work,
+            *REAL_MODEL_FLAGS,
+            *CHAIN_FLAGS,
+            "--speculative-draft-model-path",
+            str(art),
         ) as server:
             got, served[name] = _spec_run(server, tok, texts[32:], 32)
         assert got == want  # speculation never changes greedy output
