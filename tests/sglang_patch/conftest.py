@@ -185,6 +185,22 @@ def _spec(
         yield server
 
 
+def _refused_log(workdir: Path, model: Path, *flags: str, env: dict[str, str]) -> str:
+    """Launch a server that must refuse to start; its whole log."""
+    with (
+        pytest.raises(RuntimeError, match="sglang exited with"),
+        sglang_server(model, workdir, *flags, env=env),
+    ):
+        pass
+    return "\n".join(p.read_text(errors="replace") for p in workdir.glob("server-*.log"))
+
+
+def _refused(workdir: Path, model: Path, *flags: str, env: dict[str, str]) -> list[str]:
+    """Launch a server that must refuse to start; the plugin's log lines naming why."""
+    log = _refused_log(workdir, model, *flags, env=env)
+    return [line for line in log.splitlines() if line.startswith("RuntimeError: fastmtp")]
+
+
 def _assert_parity(got: dict[Case, dict[str, Any]], want: dict[Case, dict[str, Any]]) -> None:
     for case, doc in got.items():
         assert doc["output_ids"] == want[case]["output_ids"], case

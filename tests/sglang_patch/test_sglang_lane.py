@@ -52,6 +52,7 @@ from .conftest import (
     _full_length,
     _lang_of,
     _metric_values,
+    _refused,
     _run,
     _sglang_tau,
     _spec,
@@ -413,17 +414,6 @@ class TestOneLanguagePerBatchLosesTheMinority:
 STARTUP_FAULTS = LANE / "startup_faults"
 
 
-def _refused(workdir: Path, model: Path, *extra: str, env: dict[str, str]) -> list[str]:
-    """Launch a server that must refuse to start; the log lines naming why."""
-    with (
-        pytest.raises(RuntimeError, match="sglang exited with"),
-        sglang_server(model, workdir, *CHAIN_FLAGS, *extra, env=env),
-    ):
-        pass
-    log = "\n".join(p.read_text(errors="replace") for p in workdir.glob("server-*.log"))
-    return [line for line in log.splitlines() if line.startswith("RuntimeError: fastmtp")]
-
-
 def _faults(**faults: str) -> dict[str, str]:
     return {"PYTHONPATH": f"{STARTUP_FAULTS}:{lane_env()['PYTHONPATH']}", **faults}
 
@@ -449,8 +439,8 @@ class TestStartupRefusals:
         self, lane: Lane, tmp_path: Path, fault: dict[str, str], reasons: list[str]
     ) -> None:
         lines = _refused(
-            tmp_path, lane.oracle, "--speculative-draft-model-path", str(lane.oracle_draft),
-            env=_faults(**fault),
+            tmp_path, lane.oracle, *CHAIN_FLAGS, "--speculative-draft-model-path",
+            str(lane.oracle_draft), env=_faults(**fault),
         )  # fmt: skip
         assert lines, "no refusal line in the log"
         for reason in reasons:
@@ -467,7 +457,7 @@ class TestStartupRefusals:
             names = [k for k in f.keys() if ".mtp_layers." not in k]  # noqa: SIM118
             trunk = {k: f.get_tensor(k) for k in names}
         save_file(trunk, str(base / "model.safetensors"), metadata={"format": "pt"})
-        lines = _refused(tmp_path / "logs", base, env={})  # no --speculative-draft-model-path
+        lines = _refused(tmp_path / "logs", base, *CHAIN_FLAGS, env={})  # no draft path
         assert lines, "no refusal line in the log"
         assert f"the base checkpoint {base} has no MTP tensors" in lines[0]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ..sglang_lane.server import CHAIN_FLAGS, TP2_ENV, TP2_FLAGS, Server, sglang_server
+from ..sglang_lane.server import CHAIN_FLAGS, TP2_ENV, TP2_FLAGS, Server
 from .conftest import (
     STOCK,
     Case,
@@ -26,6 +26,8 @@ from .conftest import (
     _concurrently,
     _full_length,
     _lang_of,
+    _refused,
+    _refused_log,
     _run,
     _sglang_tau,
     _spec,
@@ -43,17 +45,11 @@ def _tp2(lane: Lane, *extra: str, env: dict[str, str]) -> Iterator[Server]:
 
 def test_stock_sglang_stops_on_a_token_map_at_tp2(lane: Lane) -> None:
     """The upstream bug the static-map layout fixes, reproduced with our plugin off."""
-    workdir = lane.root / "tp2-stock-map"
-    with (
-        pytest.raises(RuntimeError, match="sglang exited with"),
-        sglang_server(
-            lane.oracle, workdir, *TP2_FLAGS, *CHAIN_FLAGS, "--speculative-draft-model-path",
-            str(lane.oracle_draft), "--speculative-token-map",
-            str(lane.oracle_draft / "freq_zh_128.pt"), env={**TP2_ENV, **STOCK},
-        ),
-    ):  # fmt: skip
-        pass
-    log = "\n".join(p.read_text(errors="replace") for p in workdir.glob("server-*.log"))
+    log = _refused_log(
+        lane.root / "tp2-stock-map", lane.oracle, *TP2_FLAGS, *CHAIN_FLAGS,
+        "--speculative-draft-model-path", str(lane.oracle_draft), "--speculative-token-map",
+        str(lane.oracle_draft / "freq_zh_128.pt"), env={**TP2_ENV, **STOCK},
+    )  # fmt: skip
     assert re.search(r"IndexError: index \d+ is out of bounds for dimension 0 with size 128", log)
 
 
@@ -62,18 +58,12 @@ def test_dp_attention_stops_with_the_reason(lane: Lane) -> None:
     slots do not cover: refused at start-up, in one line. (Stock SGLang's own DP attention
     with EAGLE does not start on this CPU lane either: the torch_native backend lacks
     ``get_cpu_graph_seq_len_fill_value``; docs/testing.md.)"""
-    workdir = lane.root / "tp2-dp-attention"
-    with (
-        pytest.raises(RuntimeError, match="sglang exited with"),
-        sglang_server(
-            lane.oracle, workdir, *TP2_FLAGS, *CHAIN_FLAGS, "--speculative-draft-model-path",
-            str(lane.oracle_draft), "--enable-dp-attention", "--dp-size", "2", env=TP2_ENV,
-        ),
-    ):  # fmt: skip
-        pass
-    log = "\n".join(p.read_text(errors="replace") for p in workdir.glob("server-*.log"))
-    refusals = [line for line in log.splitlines() if line.startswith("RuntimeError: fastmtp")]
-    assert refusals, log[-2000:]
+    refusals = _refused(
+        lane.root / "tp2-dp-attention", lane.oracle, *TP2_FLAGS, *CHAIN_FLAGS,
+        "--speculative-draft-model-path", str(lane.oracle_draft), "--enable-dp-attention",
+        "--dp-size", "2", env=TP2_ENV,
+    )  # fmt: skip
+    assert refusals, "no refusal line in the log"
     assert "not supported with DP attention (--enable-dp-attention" in refusals[0]
     assert "FASTMTP_SGLANG_PATCH=0" in refusals[0]
 
