@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from fastmtp_export.artifact import manifest as mf
-from fastmtp_export.checkpoints.contract import CONTRACTS
+from fastmtp_export.checkpoints.readers import READERS
 from fastmtp_export.cli import app
 from fastmtp_export.maps import summary as ms
 
@@ -70,12 +70,14 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 def format_generated() -> str:
     lines = [BEGIN, "", f"### `fastmtp.json` fields (format version {mf.FORMAT_VERSION})", ""]
     lines += ["| field | meaning |", "|---|---|", *_fields(mf.Manifest), ""]
-    for contract in CONTRACTS.values():
+    contracts = [c for r in READERS.values() for c in r.contracts()]
+    for contract in contracts:
         lines += [
-            f"### Tensor contract: `{contract.family}` (SGLang `{contract.sglang_class}`)",
+            f"### Tensor contract: `{contract.family}`"
+            + (f", {contract.variant}" if contract.variant else "")
+            + f" (SGLang `{contract.sglang_class}`)",
             "",
-            "H = hidden_size, Q = num_attention_heads x head_dim, "
-            "KV = num_key_value_heads x head_dim, I = intermediate_size.",
+            contract.legend,
             "",
             "| tensor | shape |",
             "|---|---|",

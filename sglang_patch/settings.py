@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fastmtp_export._util.confine import refuse_escaping_links
 from fastmtp_export.artifact import manifest as mf
-from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
+from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint, language_config
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.maps.token_map import load_token_map
 
@@ -73,7 +73,8 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
         return None
     refuse_escaping_links(draft_dir, [e.file for e in info.languages.values()])
     try:
-        vocab = int(json.loads((draft_dir / "config.json").read_text())["vocab_size"])
+        config = json.loads((draft_dir / "config.json").read_text())
+        vocab = int(language_config(config)["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FastMTPError(f"{draft_dir}/config.json has no usable vocab_size ({exc})") from exc
     maps = {

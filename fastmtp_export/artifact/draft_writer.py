@@ -111,6 +111,14 @@ def _json_bytes(doc: Any) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
+def _chain_flags(reader: MTPReader, plan: HeadPlan) -> list[str]:
+    """K=3 chain flags; multi-layer EAGLE runs one MTP layer per step, so a family served
+    that way drafts at most as many steps as it has layers."""
+    steps = 3 if not reader.ALL_LAYERS else min(3, len(plan.available_layers))
+    wanted = {"--speculative-num-steps": steps, "--speculative-num-draft-tokens": steps + 1}
+    return [part for k, v in SGLANG_CHAIN_FLAGS for part in (k, str(wanted.get(k, v)))]
+
+
 def write_draft(
     plan: HeadPlan,
     reader: MTPReader,
@@ -140,7 +148,8 @@ def write_draft(
         for name, info in plan.tensors.items()
     )
     draft_config, changes = reader.draft_config(plan.source_config, dtype)
-    require_contract(plan.contract, draft_config, {s.name: s.shape for s in specs})
+    shapes = {s.name: s.shape for s in specs}
+    require_contract(reader.contract_for(draft_config, shapes.keys()), draft_config, shapes)
 
     groups = _shards(specs, max_shard_bytes)
     names = (
@@ -193,7 +202,7 @@ def write_draft(
         config_changes=mf.ConfigChangesEntry(removed=list(changes.removed), set=dict(changes.set)),
         sglang=mf.SGLangInfo(
             draft_class=plan.contract.sglang_class,
-            recommended_flags=[part for flag in SGLANG_CHAIN_FLAGS for part in flag],
+            recommended_flags=_chain_flags(reader, plan),
             base_needs_trust_remote_code=reader.needs_remote_code(plan.source_config),
         ),
         tool=mf.ToolInfo(name="fastmtp-export", version=__version__),

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from .._util.atomic import atomic_directory
 from .._util.progress import byte_progress
-from ..checkpoints.checkpoint import SourceCheckpoint
+from ..checkpoints.checkpoint import SourceCheckpoint, language_config
 from ..checkpoints.readers import resolve_reader
+from ..errors import TokenMapError
 from ..maps.eos import model_eos_ids
 from . import manifest as mf
 from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
@@ -44,6 +45,7 @@ def export_draft(
     out: Path,
     *,
     mtp_layer: int | None = None,
+    family: str | None = None,
     dtype: str = "keep",
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -60,6 +62,7 @@ def export_draft(
 
     Args:
         mtp_layer: which MTP layer to export when there are several (default: the first).
+        family: read ``source`` as this family (default: detected).
         dtype: one of :data:`DTYPES`.
         progress: show a byte progress bar on stderr (``None``: only on a TTY).
         token_maps: a ``token-map build`` directory whose maps ship in the artifact.
@@ -76,12 +79,17 @@ def export_draft(
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
     start = time.perf_counter()
     ckpt = SourceCheckpoint.open(source)
-    reader = resolve_reader(ckpt)
+    reader = resolve_reader(ckpt, family)
+    if reader.NO_MAPS is not None and (token_maps is not None or token_map):
+        raise TokenMapError(
+            f"{source} is a {reader.family} checkpoint: {reader.NO_MAPS}; "
+            "export it without --token-maps / --token-map"
+        )
     plan = reader.plan(ckpt, mtp_layer)
     maps = collect_maps(  # validated before anything is written
         token_maps=token_maps,
         token_map=token_map,
-        vocab_size=int(ckpt.config["vocab_size"]),
+        vocab_size=int(language_config(ckpt.config)["vocab_size"]),
         required=model_eos_ids(ckpt.path, ckpt.config),
         default_lang=default_lang,
     )

@@ -16,8 +16,9 @@ from typing import Any
 
 from .._util.confine import refuse_escaping_links
 from .._util.hashing import sha256_file
-from ..checkpoints.checkpoint import INDEX_NAME
-from ..checkpoints.contract import CONTRACTS, contract_problems
+from ..checkpoints.checkpoint import INDEX_NAME, language_config
+from ..checkpoints.contract import contract_problems
+from ..checkpoints.readers import READERS
 from ..checkpoints.safetensors_io import read_header
 from ..errors import ArtifactError, FastMTPError
 from ..maps.token_map import load_token_map
@@ -123,20 +124,11 @@ def _load_config(report: ArtifactReport) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         report.problems.append(f"config.json is unreadable ({exc})")
         return {}
-    contract = CONTRACTS.get(report.manifest.family)
-    if contract is None:
+    reader = READERS.get(report.manifest.family)
+    if reader is None:
         report.problems.append(f"unknown family {report.manifest.family!r}")
         return config
-    arch = (config.get("architectures") or [None])[0]
-    if arch != contract.architecture:
-        report.problems.append(
-            f"config.json architectures[0] is {arch!r}, SGLang needs {contract.architecture!r}"
-        )
-    if config.get("num_nextn_predict_layers") != 1:
-        report.problems.append(
-            "config.json num_nextn_predict_layers is "
-            f"{config.get('num_nextn_predict_layers')!r}, must be 1"
-        )
+    report.problems += reader.draft_config_problems(config)
     return config
 
 
@@ -172,10 +164,11 @@ def _check_tensors(report: ArtifactReport, config: dict[str, Any]) -> None:
             entry.file,
         ):
             report.problems.append(f"{k} differs from its manifest entry")
-    contract = CONTRACTS.get(report.manifest.family)
-    if contract is not None and config:
+    reader = READERS.get(report.manifest.family)
+    if reader is not None and config:
         try:
             shapes = {k: v[1] for k, v in report.tensors.items()}
+            contract = reader.contract_for(config, shapes.keys())
             report.problems += contract_problems(contract, config, shapes)
         except FastMTPError as exc:
             report.problems.append(str(exc))
@@ -188,7 +181,7 @@ def _check_maps(report: ArtifactReport, config: dict[str, Any]) -> None:
         return
     if maps.default_lang not in maps.languages:
         report.problems.append(f"default language {maps.default_lang!r} has no map")
-    vocab = config.get("vocab_size")
+    vocab = language_config(config).get("vocab_size")
     if not isinstance(vocab, int):
         report.problems.append("config.json has no vocab_size to check the token maps against")
         return

@@ -91,6 +91,13 @@ class SourceCheckpoint:
         return str(archs[0])
 
 
+def language_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's settings: ``text_config`` for multimodal releases (Qwen3.5),
+    else the config itself; ``vocab_size``, ``hidden_size`` and ``eos_token_id`` live there."""
+    inner = config.get("text_config")
+    return inner if isinstance(inner, dict) else config
+
+
 def _weight_map(path: Path) -> dict[str, str]:
     index = path / INDEX_NAME
     if index.exists():

@@ -1,21 +1,27 @@
 """The consumer's contract: exactly which tensors SGLang's MTP draft loader reads.
 
-SGLang 0.5.23's ``MiMoMTP.load_weights`` (``sglang/srt/models/mimo_mtp.py``) maps
-``model.mtp_layers.<i>.*`` names onto its parameters and *silently skips* anything it
-does not recognise; a misnamed tensor leaves its parameter uninitialised with no error.
-The draft writer and ``inspect`` therefore check the written key set against this data,
-not against what the reader happened to produce.
+Every SGLang 0.5.23 MTP draft class (``MiMoMTP.load_weights`` in
+``sglang/srt/models/mimo_mtp.py``, ``DeepseekV3ForCausalLMNextN``, ...) maps draft
+tensor names onto its parameters and *silently skips* anything it does not recognise;
+a misnamed tensor leaves its parameter uninitialised with no error. The draft writer
+and ``inspect`` therefore check the written key set against this data, not against
+what the reader happened to produce, and ``tests/checkpoints/test_sglang_contract.py``
+checks this data against SGLang's own classes.
 
-Shapes are symbolic and resolved from the draft ``config.json``:
+Shapes are symbolic and resolved from the draft ``config.json`` by the contract's
+``dims`` function. For the dense families (:func:`config_dims`):
 
     H  = hidden_size                Q  = num_attention_heads * head_dim
     KV = num_key_value_heads * head_dim   I = intermediate_size
+
+A name template containing ``{e}`` stands for one tensor per routed expert
+(``e`` in ``range(E)``), one containing ``{layer}`` for one per exported MTP layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ContractError
@@ -29,6 +35,13 @@ SGLANG_CHAIN_FLAGS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: the legend of :func:`config_dims`' symbols, for docs.
+DENSE_LEGEND = (
+    "H = hidden_size, Q = num_attention_heads x head_dim, "
+    "KV = num_key_value_heads x head_dim, I = intermediate_size."
+)
+
+
 @dataclass(frozen=True)
 class DraftContract:
     """What one checkpoint family's SGLang MTP draft class loads."""
@@ -38,37 +51,34 @@ class DraftContract:
     architecture: str
     #: the class SGLang instantiates for the draft.
     sglang_class: str
-    #: draft tensor name -> symbolic shape.
+    #: draft tensor name template -> symbolic shape (``{e}``: one per routed expert).
     tensors: Mapping[str, tuple[str, ...]]
+    #: which layout of the family, where it has several (docs).
+    variant: str = ""
+    #: config -> value of every shape symbol (and ``E``, the routed-expert count).
+    dims: Callable[[Mapping[str, Any]], dict[str, int]] = field(
+        default=lambda config: config_dims(config)
+    )
+    #: what the symbols mean, for docs.
+    legend: str = DENSE_LEGEND
+    #: config -> the draft's MTP layer indices, for templates with ``{layer}``
+    #: (multi-layer families export every MTP layer).
+    layers: Callable[[Mapping[str, Any]], range] = field(default=lambda config: range(1))
 
 
-_MIMO = "model.mtp_layers.0."
-MIMO_CONTRACT = DraftContract(
-    family="mimo",
-    architecture="MiMoForCausalLM",
-    sglang_class="MiMoMTP",
-    tensors={
-        _MIMO + "token_layernorm.weight": ("H",),
-        _MIMO + "hidden_layernorm.weight": ("H",),
-        # concat order is [hidden, embed]: input_proj(cat(hidden_ln(h), token_ln(e)))
-        _MIMO + "input_proj.weight": ("H", "2H"),
-        _MIMO + "input_layernorm.weight": ("H",),
-        _MIMO + "self_attn.q_proj.weight": ("Q", "H"),
-        _MIMO + "self_attn.q_proj.bias": ("Q",),
-        _MIMO + "self_attn.k_proj.weight": ("KV", "H"),
-        _MIMO + "self_attn.k_proj.bias": ("KV",),
-        _MIMO + "self_attn.v_proj.weight": ("KV", "H"),
-        _MIMO + "self_attn.v_proj.bias": ("KV",),
-        _MIMO + "self_attn.o_proj.weight": ("H", "Q"),
-        _MIMO + "post_attention_layernorm.weight": ("H",),
-        _MIMO + "mlp.gate_proj.weight": ("I", "H"),
-        _MIMO + "mlp.up_proj.weight": ("I", "H"),
-        _MIMO + "mlp.down_proj.weight": ("H", "I"),
-        _MIMO + "final_layernorm.weight": ("H",),
-    },
-)
+def int_field(config: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    """``config[key]`` as an int (``default`` when absent).
 
-CONTRACTS: dict[str, DraftContract] = {MIMO_CONTRACT.family: MIMO_CONTRACT}
+    Raises:
+        ContractError: the field is missing (with no default) or not an integer.
+    """
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(
+            f"config.json lacks a usable {key!r} field needed to size the MTP head "
+            f"(found {value!r}); pass the checkpoint's original config.json"
+        )
+    return value
 
 
 def config_dims(config: Mapping[str, Any]) -> dict[str, int]:
@@ -101,8 +111,16 @@ def expected_shapes(
     contract: DraftContract, config: Mapping[str, Any]
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shape of every contract tensor for this config."""
-    dims = config_dims(config)
-    return {name: tuple(dims[s] for s in sym) for name, sym in contract.tensors.items()}
+    dims = contract.dims(config)
+    out: dict[str, tuple[int, ...]] = {}
+    for template, sym in contract.tensors.items():
+        shape = tuple(int(s) if s.isdigit() else dims[s] for s in sym)
+        experts = range(dims["E"]) if "{e}" in template else range(1)
+        layers = contract.layers(config) if "{layer}" in template else range(1)
+        for layer in layers:
+            for e in experts:
+                out[template.format(e=e, layer=layer)] = shape
+    return out
 
 
 def contract_problems(

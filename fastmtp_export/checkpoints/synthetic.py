@@ -14,9 +14,12 @@ import math
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .safetensors_io import DTYPE_CODES, TensorSpec, tensor_bytes, write_safetensors
+
+if TYPE_CHECKING:
+    from .contract import DraftContract
 
 #: MiMo-7B-RL's shapes (reference: fastmtp-method.md §4.1).
 MIMO_7B: dict[str, int] = {
@@ -165,21 +168,98 @@ def write_synthetic_mimo(
     MTP tensors are spread round-robin over the shards so that readers must really
     work shard by shard; the other tensors are split by size.
     """
-    path.mkdir(parents=True, exist_ok=True)
     shapes = mimo_tensor_shapes(cfg, include_trunk=include_trunk)
+    mtp = {n for n in shapes if ".mtp_layers." in n}
+    return write_sharded(path, cfg, shapes, mtp, seed=seed, num_shards=num_shards, dtype=dtype)
+
+
+def family_tensor_shapes(
+    family: str,
+    cfg: dict[str, Any],
+    *,
+    num_mtp_layers: int = 1,
+    contract: DraftContract | None = None,
+) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """A checkpoint of ``family`` in its release layout: every name -> shape, and the MTP names.
+
+    The MTP layers follow the family's reader (its contract, renamed back to the source
+    names, plus the per-layer embedding/head copies the family ships); the trunk is
+    the embedding, final norm and head only, which is all an exporter may touch.
+    ``contract`` picks a variant the config cannot tell (fused MoE experts).
+    """
+    from .checkpoint import language_config
+    from .contract import expected_shapes
+    from .readers import READERS
+
+    reader = READERS[family]
+    lang = language_config(cfg)
+    h, v = int(lang["hidden_size"]), int(lang["vocab_size"])
+    shapes: dict[str, tuple[int, ...]] = {
+        reader.TRUNK_EMBED: (v, h),
+        reader.TRUNK_NORM: (h,),
+    }
+    mtp: set[str] = set()
+    draft = expected_shapes(contract or reader.contract_for(cfg), cfg)
+    for layer in range(num_mtp_layers):
+        names = {
+            src: shape
+            for n, shape in draft.items()
+            if (src := reader.source_name(n, cfg, layer)) is not None
+        }
+        names.update({shared: (v, h) for shared in reader.shared_names(cfg, layer)})
+        shapes.update(names)
+        mtp.update(names)
+    shapes["lm_head.weight"] = (v, h)
+    return shapes, mtp
+
+
+def write_synthetic(
+    path: Path,
+    family: str,
+    cfg: dict[str, Any],
+    *,
+    num_mtp_layers: int = 1,
+    contract: DraftContract | None = None,
+    seed: int = 0,
+    num_shards: int = 2,
+    dtype: str = "bfloat16",
+) -> Path:
+    """Write a sharded checkpoint of ``family`` in its release layout into ``path``."""
+    shapes, mtp = family_tensor_shapes(
+        family, cfg, num_mtp_layers=num_mtp_layers, contract=contract
+    )
+    return write_sharded(path, cfg, shapes, mtp, seed=seed, num_shards=num_shards, dtype=dtype)
+
+
+def write_sharded(
+    path: Path,
+    cfg: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    mtp: set[str],
+    *,
+    seed: int = 0,
+    num_shards: int = 2,
+    dtype: str = "bfloat16",
+) -> Path:
+    """Write ``shapes`` as a sharded checkpoint (``config.json``, shards, index).
+
+    The ``mtp`` tensors are spread round-robin over the shards so that readers must
+    really work shard by shard; the other tensors are split by size.
+    """
+    path.mkdir(parents=True, exist_ok=True)
     code = DTYPE_CODES[dtype]
     specs = {
         name: TensorSpec(name, code, shape, functools.partial(_values, name, shape, seed, dtype))
         for name, shape in shapes.items()
     }
     groups: list[list[TensorSpec]] = [[] for _ in range(num_shards)]
-    others = [s for n, s in specs.items() if ".mtp_layers." not in n]
+    others = [s for n, s in specs.items() if n not in mtp]
     per_shard = sum(s.nbytes for s in others) / num_shards
     acc = 0
     for spec in others:
         groups[min(int(acc // per_shard), num_shards - 1)].append(spec)
         acc += spec.nbytes
-    for i, spec in enumerate(s for n, s in specs.items() if ".mtp_layers." in n):
+    for i, spec in enumerate(s for n, s in specs.items() if n in mtp):
         groups[i % num_shards].append(spec)
     weight_map: dict[str, str] = {}
     for i, group in enumerate(groups):

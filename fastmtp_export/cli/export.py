@@ -64,6 +64,14 @@ def export(
         int | None,
         typer.Option(help="MTP layer to export when the source has several [default: the first]."),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            help="Read SOURCE as this checkpoint family (see `fastmtp-export families`) "
+            "[default: detected from config.json and tensor names].",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[DType, typer.Option(help="Weight dtype of the draft.")] = DType.keep,
     max_shard_size: Annotated[
         str, typer.Option(help="Split weights into shards of at most this size (5GB, 500MiB).")
@@ -104,6 +112,7 @@ def export(
         source,
         out,
         mtp_layer=mtp_layer,
+        family=family,
         dtype=dtype.value,
         overwrite=overwrite,
         max_shard_bytes=_shard_size(max_shard_size),

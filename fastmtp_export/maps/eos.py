@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints.checkpoint import language_config
 from ..errors import FastMTPError
 
 
@@ -40,5 +41,9 @@ def model_eos_ids(directory: Path, config: dict[str, Any] | None = None) -> list
         config = read_json(directory / "config.json")
     gen = read_json(directory / "generation_config.json")
     return list(
-        dict.fromkeys(int_ids(gen.get("eos_token_id")) + int_ids(config.get("eos_token_id")))
+        dict.fromkeys(
+            int_ids(gen.get("eos_token_id"))
+            + int_ids(config.get("eos_token_id"))
+            + int_ids(language_config(config).get("eos_token_id"))
+        )
     )

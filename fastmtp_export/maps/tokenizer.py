@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checkpoints.checkpoint import language_config
 from ..errors import TokenizerError
 from .eos import model_eos_ids, read_json
 
@@ -98,7 +99,7 @@ def load_tokenizer(
             "generation_config.json eos_token_id); pass --eos TOKEN"
         )
     own = tok.get_vocab_size(with_added_tokens=True)
-    size = vocab_size or int(config.get("vocab_size") or own)
+    size = vocab_size or int(language_config(config).get("vocab_size") or own)
     if size < own or max(eos) >= size:
         raise TokenizerError(
             f"vocab size {size} is smaller than the tokenizer ({own} tokens, EOS ids "

@@ -7,11 +7,11 @@ import math
 import pytest
 
 from fastmtp_export.checkpoints.contract import (
-    MIMO_CONTRACT,
     contract_problems,
     expected_shapes,
     require_contract,
 )
+from fastmtp_export.checkpoints.readers.mimo import MIMO_CONTRACT
 from fastmtp_export.checkpoints.synthetic import MIMO_7B, mimo_config
 from fastmtp_export.errors import ContractError
 

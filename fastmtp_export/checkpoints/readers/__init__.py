@@ -1,8 +1,8 @@
 """Registry of checkpoint-family readers.
 
-Adding a family (DeepSeek-V3 NextN, GLM-4.5, Qwen3-Next) means adding a module here
-that defines an :class:`MTPReader` subclass decorated with :func:`register_reader`, and
-importing it at the bottom of this file; no dispatcher is edited.
+Adding a family means adding a module here that defines an :class:`MTPReader` subclass
+decorated with :func:`register_reader`, and importing it at the bottom of this file; no
+dispatcher is edited.
 """
 
 from __future__ import annotations
@@ -25,13 +25,8 @@ def supported() -> str:
     return ", ".join(f"{f} ({', '.join(r.architectures)})" for f, r in sorted(READERS.items()))
 
 
-def resolve_reader(ckpt: SourceCheckpoint) -> MTPReader:
-    """The reader for ``ckpt``: by ``architectures[0]``, else by MTP tensor names.
-
-    Raises:
-        SourceError: nothing matches; names the architecture found and the families
-            supported.
-    """
+def detect_reader(ckpt: SourceCheckpoint) -> MTPReader | None:
+    """The reader for ``ckpt``: by ``architectures[0]``, else by MTP tensor names."""
     arch = ckpt.architecture
     for reader in READERS.values():
         if arch in reader.architectures:
@@ -39,20 +34,63 @@ def resolve_reader(ckpt: SourceCheckpoint) -> MTPReader:
     for reader in READERS.values():  # renamed architecture but a familiar MTP layout
         if reader.mtp_layers(ckpt):
             return reader
-    raise SourceError(
-        f"source {ckpt.path} is {arch} with no MTP tensors of a supported family; "
-        f"supported: {supported()}"
-    )
+    return None
 
 
-from . import mimo  # noqa: E402  (registers itself; must follow register_reader)
+def resolve_reader(ckpt: SourceCheckpoint, family: str | None = None) -> MTPReader:
+    """The reader for ``ckpt``, detected from its config, or ``family`` when forced.
+
+    Raises:
+        SourceError: nothing matches (names the architecture found and the families
+            supported), an unknown ``family``, or a forced ``family`` whose MTP layout
+            the checkpoint does not have (names the detected one).
+    """
+    detected = detect_reader(ckpt)
+    if family is None:
+        if detected is None:
+            raise SourceError(
+                f"source {ckpt.path} is {ckpt.architecture} with no MTP tensors of a supported "
+                f"family; supported: {supported()}"
+            )
+        return detected
+    reader = READERS.get(family)
+    if reader is None:
+        raise SourceError(
+            f"unknown --family {family!r}; choose one of: {', '.join(sorted(READERS))}"
+        )
+    if reader is not detected and not reader.mtp_layers(ckpt):
+        seen = f"a {detected.family} checkpoint" if detected else f"{ckpt.architecture}"
+        raise SourceError(
+            f"--family {family} does not match {ckpt.path}: it is {seen} with no "
+            f"{reader.MARKER} tensors; drop --family to detect it"
+        )
+    return reader
+
+
+# each module registers itself; they must follow register_reader. Order matters only
+# for checkpoints whose architecture no reader claims (detected by tensor names).
+from . import (  # noqa: E402
+    deepseek_v3,
+    glm4_moe,
+    longcat_flash,
+    mimo,
+    mimo_v2,
+    qwen3_5,
+    qwen3_next,
+)
 
 __all__ = [
     "READERS",
     "ConfigChanges",
     "HeadPlan",
     "MTPReader",
+    "deepseek_v3",
+    "glm4_moe",
+    "longcat_flash",
     "mimo",
+    "mimo_v2",
+    "qwen3_5",
+    "qwen3_next",
     "register_reader",
     "resolve_reader",
 ]

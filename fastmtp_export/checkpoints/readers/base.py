@@ -2,8 +2,10 @@
 
 A reader knows three architecture-specific things and nothing else:
 
-1. where the MTP tensors live in the source (``LAYER_RE`` + ``PREFIX_REMAP``),
-2. which SGLang contract the draft must satisfy (``contract``),
+1. where the MTP tensors live in the source (``LAYER_RE`` + ``PREFIX_REMAP``, offset by
+   ``layer_offset`` for families that number MTP layers after the trunk's, minus the
+   ``SHARED`` tensors the target supplies at run time),
+2. which SGLang contract the draft must satisfy (``contract`` / ``contract_for``),
 3. how the source ``config.json`` becomes a loadable draft config (``draft_config``).
 
 Everything generic (layer choice, shape checks, error messages) lives here, so adding a
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,26 +53,98 @@ class MTPReader(ABC):
     family: ClassVar[str]
     #: ``architectures[0]`` values this reader claims.
     architectures: ClassVar[tuple[str, ...]]
+    #: the draft contract (``contract_for`` picks a variant where a family has several).
     contract: ClassVar[DraftContract]
-    #: matches a source MTP tensor name; group 1 is the MTP layer index.
+    #: matches a source MTP tensor name; group 1 is the layer's index in the source.
     LAYER_RE: ClassVar[re.Pattern[str]]
-    #: (source prefix template, draft prefix); ``{layer}`` is the chosen MTP layer.
+    #: (source prefix template, draft prefix template); ``{layer}`` is the source index of
+    #: the exported MTP layer. A family whose draft keeps the source numbering uses
+    #: ``{layer}`` in both.
     PREFIX_REMAP: ClassVar[tuple[tuple[str, str], ...]]
+    #: source names (``{layer}`` templates) of per-layer copies of the embedding and head:
+    #: SGLang replaces them with the target's, so they are not exported.
+    SHARED: ClassVar[tuple[str, ...]] = ()
+    #: SGLang serves the family with multi-layer EAGLE (draft step i runs MTP layer i):
+    #: every MTP layer is exported, under its source name.
+    ALL_LAYERS: ClassVar[bool] = False
+    #: why SGLang cannot serve a reduced draft vocabulary for this family, or ``None``.
+    NO_MAPS: ClassVar[str | None] = None
     #: human hint for "no MTP tensors", e.g. ``model.mtp_layers.*``.
     MARKER: ClassVar[str]
+    #: the trunk's embedding and final norm in the release layout (synthetic checkpoints).
+    TRUNK_EMBED: ClassVar[str] = "model.embed_tokens.weight"
+    TRUNK_NORM: ClassVar[str] = "model.norm.weight"
+
+    def layer_offset(self, config: Mapping[str, Any]) -> int:
+        """Source index of MTP layer 0 (DeepSeek-style checkpoints number them after
+        the trunk's ``num_hidden_layers``)."""
+        return 0
+
+    def contract_for(
+        self, config: Mapping[str, Any], names: Collection[str] | None = None
+    ) -> DraftContract:
+        """The contract a draft with this (source or draft) config must satisfy.
+
+        ``names`` (draft tensor names at hand) picks between variants that the config
+        alone cannot tell apart, e.g. fused or per-expert MoE weights.
+        """
+        return self.contract
+
+    def contracts(self) -> tuple[DraftContract, ...]:
+        """Every contract variant of the family (docs)."""
+        return (self.contract,)
 
     def mtp_layers(self, ckpt: SourceCheckpoint) -> tuple[int, ...]:
-        """MTP layer indices present in the source, ascending."""
-        found = {int(m.group(1)) for k in ckpt.weight_map if (m := self.LAYER_RE.match(k))}
-        return tuple(sorted(found))
+        """MTP layer indices present in the source (0 = the first MTP layer), ascending."""
+        offset = self.layer_offset(ckpt.config)
+        found = {int(m.group(1)) - offset for k in ckpt.weight_map if (m := self.LAYER_RE.match(k))}
+        return tuple(sorted(i for i in found if i >= 0))
 
-    def draft_name(self, source_name: str, layer: int) -> str | None:
-        """The draft name for a source tensor of ``layer``, or ``None`` if not part of it."""
-        for src, dst in self.PREFIX_REMAP:
-            prefix = src.format(layer=layer)
-            if source_name.startswith(prefix):
-                return dst + source_name[len(prefix) :]
+    def _remap(self, config: Mapping[str, Any], layer: int) -> list[tuple[str, str]]:
+        at = self.layer_offset(config) + layer
+        return [(src.format(layer=at), dst.format(layer=at)) for src, dst in self.PREFIX_REMAP]
+
+    def source_prefixes(self, config: Mapping[str, Any], layer: int) -> tuple[str, ...]:
+        """The source name prefixes that hold MTP ``layer``."""
+        return tuple(src for src, _ in self._remap(config, layer))
+
+    def shared_names(self, config: Mapping[str, Any], layer: int) -> tuple[str, ...]:
+        """Source names of MTP ``layer``'s own embedding/head copies (never exported)."""
+        at = self.layer_offset(config) + layer
+        return tuple(t.format(layer=at) for t in self.SHARED)
+
+    def draft_name(self, source_name: str, config: Mapping[str, Any], layer: int) -> str | None:
+        """The draft name for a source tensor of MTP ``layer``, or ``None`` if it is not
+        exported (not part of the layer, or a ``SHARED`` copy of the embedding/head)."""
+        if source_name in self.shared_names(config, layer):
+            return None
+        for src, dst in self._remap(config, layer):
+            if source_name.startswith(src):
+                return dst + source_name[len(src) :]
         return None
+
+    def source_name(self, draft_name: str, config: Mapping[str, Any], layer: int) -> str | None:
+        """The inverse of :meth:`draft_name`, or ``None`` when ``draft_name`` belongs to
+        another MTP layer (synthetic checkpoints)."""
+        for src, dst in self._remap(config, layer):
+            if draft_name.startswith(dst):
+                return src + draft_name[len(dst) :]
+        return None
+
+    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """``architectures[0]`` values a draft config may carry (SGLang maps each to the
+        family's draft class)."""
+        return (self.contract_for(config).architecture,)
+
+    def draft_config_problems(self, config: Mapping[str, Any]) -> list[str]:
+        """What in a written draft ``config.json`` would make SGLang load the wrong
+        class or size (``inspect``)."""
+        want = self.draft_architectures(config)
+        arch = (config.get("architectures") or [None])[0]
+        if arch not in want:
+            needs = " or ".join(map(repr, want))
+            return [f"config.json architectures[0] is {arch!r}, SGLang needs {needs}"]
+        return []
 
     @abstractmethod
     def draft_config(
@@ -82,12 +156,19 @@ class MTPReader(ABC):
     def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
         """Whether serving the *base* model from this config needs ``--trust-remote-code``."""
 
-    @abstractmethod
     def target_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The base config as a stock transformers ``*ForCausalLM`` (the trunk, no MTP).
 
-        ``fastmtp-export eval`` loads the target through it, without remote code.
+        ``fastmtp-export eval`` and ``train`` load the target through it, without remote
+        code. Only MiMo's head has a PyTorch reference here (evaluate/reference.py).
+
+        Raises:
+            SourceError: the family has no reference head to evaluate or train.
         """
+        raise SourceError(
+            f"eval and train run MiMo heads only; a {self.family} draft is served and "
+            "measured by SGLang itself (bench/bench_serving.py reports its acceptance)"
+        )
 
     def plan(self, ckpt: SourceCheckpoint, layer: int | None) -> HeadPlan:
         """Select and check the MTP tensors of one layer.
@@ -97,11 +178,18 @@ class MTPReader(ABC):
             ContractError: the layer lacks tensors SGLang needs, or has extra ones.
             ShapeMismatchError: a tensor's shape disagrees with ``config.json``.
         """
+        refuse_quantized(ckpt)
         layers = self.mtp_layers(ckpt)
         if not layers:
             raise SourceError(
                 f"source {ckpt.path} ({ckpt.architecture}) has no {self.MARKER} tensors: "
                 "it is a base model without its MTP head; pass a checkpoint that includes it"
+            )
+        if self.ALL_LAYERS and layer is not None:
+            raise SourceError(
+                f"--mtp-layer does not apply to {self.family}: SGLang serves it with "
+                "multi-layer EAGLE (draft step i runs MTP layer i), so every MTP layer "
+                "is exported; drop --mtp-layer"
             )
         if layer is None:
             layer = layers[0]
@@ -112,21 +200,26 @@ class MTPReader(ABC):
             )
         names: dict[str, str] = {}
         for src in ckpt.weight_map:
-            m = self.LAYER_RE.match(src)
-            if m and int(m.group(1)) == layer and (dst := self.draft_name(src, layer)):
-                names[dst] = src
+            for at in layers if self.ALL_LAYERS else (layer,):
+                if dst := self.draft_name(src, ckpt.config, at):
+                    names[dst] = src
         infos = {dst: ckpt.tensor(src) for dst, src in sorted(names.items())}
         shapes = {dst: info.shape for dst, info in infos.items()}
-        problems = contract_problems(self.contract, ckpt.config, shapes)
+        contract = self.contract_for(ckpt.config, shapes.keys())
+        problems = contract_problems(contract, ckpt.config, shapes)
         key_problems = [p for p in problems if p.startswith(("missing", "unexpected"))]
         if key_problems:
+            shown = key_problems[:4] + (
+                [f"{len(key_problems) - 4} more"] if len(key_problems) > 4 else []
+            )
+            which = "the MTP layers" if self.ALL_LAYERS else f"MTP layer {layer}"
             raise ContractError(
-                f"MTP layer {layer} in {ckpt.path} does not match SGLang's "
-                f"{self.contract.sglang_class} ({'; '.join(key_problems)}); "
+                f"{which} in {ckpt.path} does not match SGLang's "
+                f"{contract.sglang_class} ({'; '.join(shown)}); "
                 "the checkpoint is incomplete or not a supported MTP layout"
             )
         if problems:
-            expected = expected_shapes(self.contract, ckpt.config)
+            expected = expected_shapes(contract, ckpt.config)
             name = next(n for n in sorted(shapes) if shapes[n] != expected[n])
             raise ShapeMismatchError(
                 f"{names[name]} in {ckpt.weight_map[names[name]]} has shape "
@@ -134,4 +227,42 @@ class MTPReader(ABC):
                 "(hidden_size / num_attention_heads / num_key_value_heads / head_dim / "
                 "intermediate_size); config.json and weights are from different models"
             )
-        return HeadPlan(self.family, self.contract, layer, layers, infos, dict(ckpt.config))
+        return HeadPlan(self.family, contract, layer, layers, infos, dict(ckpt.config))
+
+
+def refuse_quantized(ckpt: SourceCheckpoint) -> None:
+    """Refuse a quantized source: its head is stored as low-bit blocks plus scales that
+    SGLang only reads with the same ``quantization_config``, which a draft does not keep.
+
+    Raises:
+        SourceError: ``config.json`` has a ``quantization_config``.
+    """
+    quant = ckpt.config.get("quantization_config")
+    if quant is None:
+        quant = (ckpt.config.get("text_config") or {}).get("quantization_config")
+    if quant is not None:
+        method = quant.get("quant_method", "?") if isinstance(quant, Mapping) else "?"
+        raise SourceError(
+            f"source {ckpt.path} is quantized (quantization_config.quant_method={method}); "
+            "export copies bf16/fp16/fp32 heads only: pass the unquantized (bf16) release "
+            "or dequantize it first"
+        )
+
+
+def passthrough_config(
+    config: Mapping[str, Any], dtype: str | None
+) -> tuple[dict[str, Any], ConfigChanges]:
+    """The release's config for a draft SGLang maps to its MTP class by itself: unchanged
+    but for ``auto_map`` (the draft ships no modeling code; transformers has the config)
+    and the dtype when converting."""
+    cfg = dict(config)
+    removed = tuple(k for k in ("auto_map",) if k in cfg)
+    for key in removed:
+        del cfg[key]
+    changed: dict[str, Any] = {}
+    if dtype is not None:
+        changed["torch_dtype"] = dtype
+        if "dtype" in cfg:
+            changed["dtype"] = dtype
+    cfg.update(changed)
+    return cfg, ConfigChanges(removed, dict(sorted(changed.items())))

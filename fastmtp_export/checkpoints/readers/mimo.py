@@ -16,9 +16,37 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..contract import MIMO_CONTRACT
+from ..contract import DraftContract
 from . import register_reader
 from .base import ConfigChanges, MTPReader
+
+_MIMO = "model.mtp_layers.0."
+#: SGLang's ``MiMoMTP``: the fusion (two norms, ``input_proj``), one Qwen2 decoder layer
+#: (q/k/v biases) and a final norm; the embedding and head come from the target.
+MIMO_CONTRACT = DraftContract(
+    family="mimo",
+    architecture="MiMoForCausalLM",
+    sglang_class="MiMoMTP",
+    tensors={
+        _MIMO + "token_layernorm.weight": ("H",),
+        _MIMO + "hidden_layernorm.weight": ("H",),
+        # concat order is [hidden, embed]: input_proj(cat(hidden_ln(h), token_ln(e)))
+        _MIMO + "input_proj.weight": ("H", "2H"),
+        _MIMO + "input_layernorm.weight": ("H",),
+        _MIMO + "self_attn.q_proj.weight": ("Q", "H"),
+        _MIMO + "self_attn.q_proj.bias": ("Q",),
+        _MIMO + "self_attn.k_proj.weight": ("KV", "H"),
+        _MIMO + "self_attn.k_proj.bias": ("KV",),
+        _MIMO + "self_attn.v_proj.weight": ("KV", "H"),
+        _MIMO + "self_attn.v_proj.bias": ("KV",),
+        _MIMO + "self_attn.o_proj.weight": ("H", "Q"),
+        _MIMO + "post_attention_layernorm.weight": ("H",),
+        _MIMO + "mlp.gate_proj.weight": ("I", "H"),
+        _MIMO + "mlp.up_proj.weight": ("I", "H"),
+        _MIMO + "mlp.down_proj.weight": ("H", "I"),
+        _MIMO + "final_layernorm.weight": ("H",),
+    },
+)
 
 #: keys FastMTP's training config adds; meaningless (or harmful) at serve time.
 TRAINING_ONLY_KEYS: tuple[str, ...] = (
@@ -64,6 +92,15 @@ class MiMoReader(MTPReader):
         changed = {k: v for k, v in wanted.items() if cfg.get(k) != v}
         cfg.update(wanted)
         return cfg, ConfigChanges(tuple(sorted(removed)), dict(sorted(changed.items())))
+
+    def draft_config_problems(self, config: Mapping[str, Any]) -> list[str]:
+        problems = super().draft_config_problems(config)
+        if config.get("num_nextn_predict_layers") != 1:
+            problems.append(
+                "config.json num_nextn_predict_layers is "
+                f"{config.get('num_nextn_predict_layers')!r}, must be 1"
+            )
+        return problems
 
     def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
         return config.get("model_type") == "mimo"

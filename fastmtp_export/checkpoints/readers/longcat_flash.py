@@ -1,0 +1,74 @@
+"""LongCat-Flash (``LongcatFlashForCausalLM``): ``model.mtp.layers.0.*`` and ``model.mtp.norm``.
+
+SGLang 0.5.23 serves it with ``LongcatFlashForCausalLMNextN``
+(``sglang/srt/models/longcat_flash_nextn.py``): a NextN fusion whose norms are named
+``enorm.m`` / ``hnorm.m``, DeepSeek's multi-head latent attention, and a dense MLP under
+``transformer_layer.mlp``. The loader reads layer 0 only and keeps the release's names;
+the draft config is the release's (``ModelConfig`` sets ``num_hidden_layers`` from
+``num_nextn_predict_layers`` when it loads a draft) minus ``auto_map``. The release's
+``model.mtp.embed_tokens`` copy is not exported: the embedding and head come from the
+target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..contract import DraftContract, int_field
+from . import register_reader
+from .base import ConfigChanges, MTPReader, passthrough_config
+from .layouts import MLA_LEGEND, dense_mlp, layer_norms, mla_attention, mla_dims
+
+_L = "model.mtp.layers.0."
+
+
+def longcat_dims(config: Mapping[str, Any]) -> dict[str, int]:
+    """Shape symbols of the LongCat-Flash MTP layer."""
+    hidden = int_field(config, "hidden_size")
+    return mla_dims(config) | {
+        "H": hidden,
+        "2H": 2 * hidden,
+        "I": int_field(config, "ffn_hidden_size"),
+    }
+
+
+LONGCAT_FLASH_CONTRACT = DraftContract(
+    family="longcat_flash",
+    architecture="LongcatFlashForCausalLM",
+    sglang_class="LongcatFlashForCausalLMNextN",
+    tensors={
+        _L + "enorm.m.weight": ("H",),
+        _L + "hnorm.m.weight": ("H",),
+        _L + "eh_proj.weight": ("H", "2H"),
+        **layer_norms(_L),
+        **mla_attention(_L),
+        **dense_mlp(_L + "transformer_layer.mlp."),
+        "model.mtp.norm.weight": ("H",),
+    },
+    dims=longcat_dims,
+    legend=f"H = hidden_size, I = ffn_hidden_size, {MLA_LEGEND}.",
+)
+
+
+@register_reader
+class LongcatFlashReader(MTPReader):
+    family = "longcat_flash"
+    architectures = ("LongcatFlashForCausalLM",)
+    contract = LONGCAT_FLASH_CONTRACT
+    LAYER_RE = re.compile(r"^model\.mtp\.layers\.(\d+)\.")
+    PREFIX_REMAP = (("model.mtp.layers.{layer}.", _L), ("model.mtp.norm.", "model.mtp.norm."))
+    SHARED = ("model.mtp.embed_tokens.weight",)
+    MARKER = "model.mtp.layers.*"
+
+    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.architectures
+
+    def draft_config(
+        self, config: Mapping[str, Any], dtype: str | None
+    ) -> tuple[dict[str, Any], ConfigChanges]:
+        return passthrough_config(config, dtype)
+
+    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
+        return False
