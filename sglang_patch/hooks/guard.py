@@ -49,8 +49,25 @@ def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) ->
         return None
     if _version_problem is not None:
         raise RuntimeError(_version_problem)
+    if _multi_layer_eagle(server_args):
+        raise RuntimeError(
+            f"fastmtp: SGLang serves this target with multi-layer EAGLE (forced for MiMo-V2 "
+            f"and Step-3.5 targets), which never reads a token map, so the per-language maps "
+            f"of {draft} cannot be served; export the draft without maps, or set "
+            f"{ENABLE_ENV}=0 to draft over the full vocabulary"
+        )
     refuse_partial_hooks()
     return None
+
+
+def _multi_layer_eagle(server_args: Any) -> bool:
+    """Whether SGLang resolved ``enable_multi_layer_eagle`` (model overrides set it after
+    the raw field, which still reads ``False``)."""
+    try:
+        from sglang.srt.arg_groups.overrides import resolution_result
+    except ImportError:
+        return bool(getattr(server_args, "enable_multi_layer_eagle", False))
+    return bool(resolution_result(server_args, "enable_multi_layer_eagle", False))
 
 
 def refuse_partial_hooks() -> None:

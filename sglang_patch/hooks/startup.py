@@ -139,6 +139,28 @@ def _shard_static_map(worker: Any) -> None:
     )
 
 
+def refuse_head_not_kept(worker: Any) -> None:
+    """Refuse a draft class that does not draft with the head SGLang hands it.
+
+    Stock ``init_lm_head`` gave ``set_embed_and_head`` the target head sliced to our
+    one-row placeholder map; the bank then rebinds ``model.lm_head.weight``. A class that
+    keeps its own head (Step-3.5's no-op ``set_embed_and_head``, a tied Qwen3.5 draft
+    whose head is its embedding) would draft over other rows while SGLang maps its
+    indices through the reduced ids: wrong tokens, so stop instead.
+    """
+    model = worker.draft_runner.model
+    weight = getattr(getattr(model, "lm_head", None), "weight", None)
+    rows = None if weight is None else int(weight.shape[0])
+    if rows != int(worker.hot_token_id.numel()):
+        raise RuntimeError(
+            f"fastmtp: SGLang's draft class {type(model).__name__} does not draft with the "
+            f"reduced head SGLang hands it (its lm_head has {rows} rows, the map "
+            f"{worker.hot_token_id.numel()}), so per-language maps cannot be served for it; "
+            f"re-export the draft with fastmtp-export (it unties tied Qwen3.5 heads), or set "
+            f"{ENABLE_ENV}=0 to draft over the full vocabulary"
+        )
+
+
 def init_lm_head_after(result: Any, worker: Any) -> Any:
     """Build the bank over the target's head (this rank's shard at TP > 1); bind the
     draft to its active buffers."""
@@ -149,6 +171,7 @@ def init_lm_head_after(result: Any, worker: Any) -> Any:
     found = getattr(worker, "_fastmtp_maps", None)
     if found is None:
         return result
+    refuse_head_not_kept(worker)
     shard: VocabShard | None = getattr(worker, "_fastmtp_shard", None)
     _embed, head = worker._resolve_shared_embed_and_head()  # [V, H] or this rank's [P, H]
     vocab = int(head.shape[0]) if shard is None else shard.vocab

@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+from fastmtp_export.artifact.export import export_draft
+from fastmtp_export.checkpoints.synthetic import write_synthetic
+from fastmtp_export.maps.token_map import save_token_map
+
+from ..checkpoints.families import DEEPSEEK_V3, MIMO_V2
 from ..sglang_lane.server import lane_env, sglang_import_problem
 
 CONTRACT = r"""
@@ -75,3 +81,45 @@ def test_unsupported_sglang_registers_only_the_refusing_guard() -> None:
 def test_kill_switch_registers_nothing() -> None:
     out = json.loads(_run(CONTRACT, FASTMTP_SGLANG_PATCH="0"))
     assert out["patched"] == []
+
+
+MULTI_LAYER = r"""
+import json, sys
+from sglang.srt.plugins import load_plugins
+from sglang.srt.server_args import ServerArgs
+from sglang_patch.hooks import guard_before
+load_plugins()
+out = {}
+for base in sys.argv[2:]:
+    args = ServerArgs(
+        model_path=base, speculative_algorithm="EAGLE", speculative_draft_model_path=sys.argv[1],
+        device="cpu", speculative_num_steps=3, speculative_eagle_topk=1,
+        speculative_num_draft_tokens=4,
+    )
+    args.resolve_once()
+    try:
+        guard_before(None, args)
+        out[base] = None
+    except RuntimeError as exc:
+        out[base] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_multi_layer_eagle_targets_refuse_an_artifact_with_maps(
+    tiny_source: Path, tmp_path: Path
+) -> None:
+    """A MiMo-V2 target makes SGLang resolve multi-layer EAGLE, whose worker never reads a
+    token map: per-language maps would be silently unused, so the guard stops."""
+    eos = json.loads((tiny_source / "config.json").read_text())["eos_token_id"]
+    save_token_map(tmp_path / "en.pt", [eos, 1, 2])
+    draft = export_draft(tiny_source, tmp_path / "draft", token_map=[f"en={tmp_path / 'en.pt'}"])
+    mimo_v2 = write_synthetic(tmp_path / "mimo_v2", "mimo_v2", MIMO_V2, num_mtp_layers=3)
+    deepseek = write_synthetic(tmp_path / "deepseek", "deepseek_v3", DEEPSEEK_V3)
+    code = f"import sys; sys.argv = ['x', {str(draft.out)!r}, {str(mimo_v2)!r}, " + (
+        f"{str(deepseek)!r}]\n" + MULTI_LAYER
+    )
+    out = json.loads(_run(code))
+    assert "multi-layer EAGLE" in out[str(mimo_v2)]
+    assert "FASTMTP_SGLANG_PATCH=0" in out[str(mimo_v2)]
+    assert out[str(deepseek)] is None  # single-layer EAGLE: the plugin serves its maps

@@ -560,3 +560,27 @@ def test_guard_refuses_an_artifact_on_a_bad_version_or_a_partial_hook_set(
     monkeypatch.setattr(hooks.guard, "_version_problem", settings.version_problem("0.6.0"))
     with pytest.raises(RuntimeError, match="supports SGLang 0.5.23, found 0.6.0"):
         hooks.guard_before(None, args)
+
+
+# --- draft classes that do not keep the head they are handed ---------------------------
+
+
+def _start_worker(head_rows: int | None) -> SimpleNamespace:
+    """A worker after stock ``init_lm_head`` with our one-row placeholder map."""
+    model = SimpleNamespace()
+    if head_rows is not None:
+        model.lm_head = SimpleNamespace(weight=torch.zeros(head_rows, H))  # [rows, H]
+    return SimpleNamespace(
+        hot_token_id=torch.zeros(1, dtype=torch.int64), draft_runner=SimpleNamespace(model=model)
+    )
+
+
+def test_a_class_keeping_the_reduced_head_passes() -> None:
+    hooks.startup.refuse_head_not_kept(_start_worker(1))
+
+
+@pytest.mark.parametrize("rows", [V, None], ids=["own full head", "no lm_head"])
+def test_a_class_drafting_with_another_head_is_refused(rows: int | None) -> None:
+    with pytest.raises(RuntimeError, match="does not draft with the reduced head") as err:
+        hooks.startup.refuse_head_not_kept(_start_worker(rows))
+    assert "FASTMTP_SGLANG_PATCH=0" in str(err.value)
