@@ -72,14 +72,23 @@ class DraftFiles:
     bytes_written: int
 
 
-def _converted(shard: Path, name: str, code: str) -> Callable[[], Iterator[memoryview]]:
+def _converted(shard: Path, info: TensorInfo, code: str) -> Callable[[], Iterator[memoryview]]:
     def chunks() -> Iterator[memoryview]:
         import torch
-        from safetensors import safe_open
 
         dtype = getattr(torch, CODE_NAMES[code])
-        with safe_open(str(shard), framework="pt", device="cpu") as fh:
-            t = fh.get_tensor(name).to(dtype).contiguous()  # one tensor in memory at a time
+        if info.dtype in CODE_NAMES:  # read the byte range: a view has no name in the file
+            raw = bytearray(info.nbytes)
+            with shard.open("rb") as fh:
+                fh.seek(info.begin)
+                fh.readinto(raw)
+            src = getattr(torch, CODE_NAMES[info.dtype])
+            t = torch.frombuffer(raw, dtype=src).view(info.shape).to(dtype).contiguous()
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(shard), framework="pt", device="cpu") as fh:
+                t = fh.get_tensor(info.name).to(dtype).contiguous()  # one tensor at a time
         yield tensor_bytes(t)
         del t
 
@@ -92,7 +101,7 @@ def _spec(draft_name: str, info: TensorInfo, shard: Path, code: str | None) -> T
         return TensorSpec(
             draft_name, info.dtype, info.shape, lambda: file_range_chunks(shard, begin, nbytes)
         )
-    return TensorSpec(draft_name, code, info.shape, _converted(shard, info.name, code))
+    return TensorSpec(draft_name, code, info.shape, _converted(shard, info, code))
 
 
 def _shards(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
@@ -198,6 +207,7 @@ def write_draft(
             mtp_layer=plan.layer,
             available_mtp_layers=list(plan.available_layers),
             dtypes=sorted({i.dtype for i in plan.tensors.values()}),
+            trainer=source.trainer,
         ),
         config_changes=mf.ConfigChangesEntry(removed=list(changes.removed), set=dict(changes.set)),
         sglang=mf.SGLangInfo(

@@ -12,6 +12,7 @@ from .._util.atomic import atomic_directory
 from .._util.progress import byte_progress
 from ..checkpoints.checkpoint import SourceCheckpoint, language_config
 from ..checkpoints.readers import resolve_reader
+from ..checkpoints.trainers import as_release
 from ..errors import TokenMapError
 from ..maps.eos import model_eos_ids
 from . import manifest as mf
@@ -46,6 +47,7 @@ def export_draft(
     *,
     mtp_layer: int | None = None,
     family: str | None = None,
+    base_config: Path | None = None,
     dtype: str = "keep",
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -63,6 +65,8 @@ def export_draft(
     Args:
         mtp_layer: which MTP layer to export when there are several (default: the first).
         family: read ``source`` as this family (default: detected).
+        base_config: the base model's ``config.json`` for a trainer checkpoint that does
+            not record it (SpecForge).
         dtype: one of :data:`DTYPES`.
         progress: show a byte progress bar on stderr (``None``: only on a TTY).
         token_maps: a ``token-map build`` directory whose maps ship in the artifact.
@@ -78,7 +82,7 @@ def export_draft(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
     start = time.perf_counter()
-    ckpt = SourceCheckpoint.open(source)
+    ckpt = as_release(SourceCheckpoint.open(source), base_config)
     reader = resolve_reader(ckpt, family)
     if reader.NO_MAPS is not None and (token_maps is not None or token_map):
         raise TokenMapError(

@@ -47,6 +47,13 @@ class SourceInfo(StrictModel):
     mtp_layer: int = Field(description="The source MTP layer exported (the draft's layer 0).")
     available_mtp_layers: list[int] = Field(description="MTP layers present in the source.")
     dtypes: list[str] = Field(description="safetensors dtype codes of the source MTP tensors.")
+    trainer: str | None = Field(
+        None,
+        description="The trainer whose checkpoint was read (e.g. speculators); absent for a "
+        "model release.",
+    )
+
+    omit_when_none = ("trainer",)
 
 
 class ConfigChangesEntry(StrictModel):

@@ -29,6 +29,12 @@ class SourceCheckpoint:
     config_sha256: str
     #: tensor name -> shard file name (relative to ``path``)
     weight_map: dict[str, str]
+    #: the trainer whose checkpoint layout was read as the family's release layout
+    #: (:mod:`.trainers`); ``None`` for a release-layout checkpoint.
+    trainer: str | None = None
+    #: tensors under their release names where the stored ones differ (a trainer's
+    #: names, or one expert's rows of a fused tensor): name -> byte range in its shard.
+    views: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
     _headers: dict[str, Header] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -75,6 +81,8 @@ class SourceCheckpoint:
         Raises:
             SourceError: the index names the tensor but its shard does not contain it.
         """
+        if name in self.views:
+            return self.views[name]
         shard = self.weight_map[name]
         info = self.header(shard).tensors.get(name)
         if info is None:

@@ -45,7 +45,8 @@ def export(
     source: Annotated[
         Path,
         typer.Argument(
-            help="Local Hugging Face checkpoint directory holding the MTP head.",
+            help="Local checkpoint directory holding the MTP head: a model release, or a "
+            "speculators / SpecForge MTP fine-tune.",
             metavar="SOURCE",
             show_default=False,
         ),
@@ -70,6 +71,14 @@ def export(
             help="Read SOURCE as this checkpoint family (see `fastmtp-export families`) "
             "[default: detected from config.json and tensor names].",
             show_default=False,
+        ),
+    ] = None,
+    base_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The base model's config.json, for a trainer checkpoint that does not "
+            "record it (SpecForge).",
+            metavar="FILE",
         ),
     ] = None,
     dtype: Annotated[DType, typer.Option(help="Weight dtype of the draft.")] = DType.keep,
@@ -113,6 +122,7 @@ def export(
         out,
         mtp_layer=mtp_layer,
         family=family,
+        base_config=base_config,
         dtype=dtype.value,
         overwrite=overwrite,
         max_shard_bytes=_shard_size(max_shard_size),

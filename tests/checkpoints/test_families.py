@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fastmtp_export.artifact.inspect import inspect_artifact
@@ -22,6 +24,7 @@ from fastmtp_export.cli import app
 
 from ..conftest import assert_one_line_error, export_cli, nothing_written, tree_digest
 from .families import CASES, DEEPSEEK_V3, MIMO_V2, QWEN3_NEXT, FamilyCase, qwen3_5
+from .trainer_checkpoints import write_specforge, write_speculators
 
 #: (family, MTP layer, release tensor name, draft name or None when not exported)
 RELEASE_NAMES: list[tuple[str, int, str, str | None]] = [
@@ -221,3 +224,108 @@ def test_export_of_each_family_is_byte_identical_across_runs(tmp_path: Path) -> 
     assert {k: v for k, v in a.items() if k not in ("fastmtp.json", "README.md")} == {
         k: v for k, v in b.items() if k not in ("fastmtp.json", "README.md")
     }
+
+
+# --- trainer checkpoints ---------------------------------------------------------------
+
+
+def _draft_tensors(draft: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(draft.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("family", "config", "text"),
+    [
+        ("qwen3_next", QWEN3_NEXT, QWEN3_NEXT),
+        ("qwen3_5", qwen3_5(moe=True), qwen3_5(moe=True)["text_config"]),
+        ("qwen3_5", qwen3_5(moe=False), qwen3_5(moe=False)["text_config"]),
+    ],
+    ids=["qwen3_next", "qwen3_5-moe", "qwen3_5-dense"],
+)
+def test_a_speculators_checkpoint_exports_the_release_head(
+    family: str, config: dict[str, Any], text: dict[str, Any], tmp_path: Path
+) -> None:
+    """speculators' names and fused experts are read as the release's: the draft holds
+    the same tensors, byte for byte, as an export of the release it was trained from."""
+    release = write_synthetic(tmp_path / "release", family, config)
+    trained = write_speculators(tmp_path / "spec", release, text)
+    before = tree_digest(trained)
+    want = _draft_tensors(export_cli(release, tmp_path / "from-release"))
+    out = export_cli(trained, tmp_path / "from-speculators", "--dtype", "fp32")
+    got = _draft_tensors(out)
+    assert got.keys() == want.keys()
+    for name, t in want.items():
+        assert torch.equal(got[name], t.float()), name
+    manifest = json.loads((out / "fastmtp.json").read_text())
+    assert manifest["source"]["trainer"] == "speculators"
+    assert manifest["family"] == family
+    assert inspect_artifact(out, check_hashes=True).problems == []
+    assert tree_digest(trained) == before
+
+
+def test_a_speculators_checkpoint_for_a_model_without_an_sglang_mtp_class_is_refused(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    release = write_synthetic(tmp_path / "release", "qwen3_next", QWEN3_NEXT)
+    trained = write_speculators(tmp_path / "spec", release, {**QWEN3_NEXT, "model_type": "qwen3"})
+    r = runner.invoke(app, ["export", str(trained), "--out", str(tmp_path / "d")])
+    assert_one_line_error(r, "speculators MTP checkpoint for qwen3", "no SGLang MTP draft class")
+    nothing_written(tmp_path / "d")
+
+
+def test_a_specforge_checkpoint_needs_and_uses_the_base_config(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    release = write_synthetic(tmp_path / "release", "qwen3_5", qwen3_5(moe=False))
+    trained = write_specforge(tmp_path / "specforge", release)
+    out = tmp_path / "d"
+    r = runner.invoke(app, ["export", str(trained), "--out", str(out)])
+    assert_one_line_error(r, "SpecForge MTP checkpoint", "--base-config BASE/config.json")
+    nothing_written(out)
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            str(trained),
+            "--out",
+            str(out),
+            "--base-config",
+            str(_qwen3_next_config(tmp_path)),
+        ],
+    )
+    assert_one_line_error(r, "--base-config is Qwen3NextForCausalLM", "Qwen3.5")
+    nothing_written(out)
+    export_cli(trained, out, "--base-config", str(release / "config.json"))
+    want = tree_digest(export_cli(release, tmp_path / "from-release"))
+    got = tree_digest(out)
+    # the same draft as the release's export; only provenance differs
+    assert {k: v for k, v in got.items() if k not in ("fastmtp.json", "README.md")} == {
+        k: v for k, v in want.items() if k not in ("fastmtp.json", "README.md")
+    }
+
+
+def _qwen3_next_config(tmp_path: Path) -> Path:
+    path = tmp_path / "qwen3_next.json"
+    path.write_text(json.dumps(QWEN3_NEXT))
+    return path
+
+
+def test_base_config_on_a_release_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    release = write_synthetic(tmp_path / "release", "qwen3_next", QWEN3_NEXT)
+    out = tmp_path / "d"
+    r = runner.invoke(
+        app,
+        [
+            "export",
+            str(release),
+            "--out",
+            str(out),
+            "--base-config",
+            str(_qwen3_next_config(tmp_path)),
+        ],
+    )
+    assert_one_line_error(r, "--base-config applies to trainer checkpoints", "drop --base-config")
+    nothing_written(out)

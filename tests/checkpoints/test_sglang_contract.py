@@ -28,7 +28,8 @@ from fastmtp_export.checkpoints.readers import READERS
 from fastmtp_export.checkpoints.synthetic import write_synthetic
 
 from ..sglang_lane.server import lane_env, sglang_import_problem
-from .families import CASES, DEEPSEEK_V3, FamilyCase
+from .families import CASES, DEEPSEEK_V3, QWEN3_NEXT, FamilyCase, qwen3_5
+from .trainer_checkpoints import write_speculators
 
 LOAD_DRAFT = Path(__file__).parents[1] / "sglang_lane" / "load_draft.py"
 MISNAMED = "model.mtp.layers.0.mlp.gate_proj.weight"  # MiMo-V2's prefix in a MiMo draft
@@ -60,6 +61,15 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
         )  # fmt: skip
         draft = export_draft(src, root / case.id / "draft", progress=False).out
         args[case.id] = f"{draft}:{case.steps}" if case.steps else str(draft)
+    # trainer checkpoints: speculators' names and fused experts, read as the release
+    for family, config, text in (
+        ("qwen3_next", QWEN3_NEXT, QWEN3_NEXT),
+        ("qwen3_5", qwen3_5(moe=True), qwen3_5(moe=True)["text_config"]),
+    ):
+        release = write_synthetic(root / f"spec-{family}" / "release", family, config)
+        trained = write_speculators(root / f"spec-{family}" / "trained", release, text)
+        draft = export_draft(trained, root / f"spec-{family}" / "draft", progress=False).out
+        args[f"speculators-{family}"] = str(draft)
     # a tensor under another family's prefix: SGLang's MiMoMTP skips it without a word
     misnamed = _copy_draft(root / "mimo" / "draft", root / "broken-misnamed")
     weights = load_file(misnamed / "model.safetensors")
@@ -110,6 +120,18 @@ def test_the_draft_head_is_the_reduced_head_sglang_hands_it(
     plugin swaps languages by rebinding ``model.lm_head.weight``. Both need the class to
     keep the head it is given (a tied Qwen3.5 head would not, untied by the export)."""
     assert loaded[case.id]["head_follows_target"] is True
+
+
+@pytest.mark.parametrize("family", ["qwen3_next", "qwen3_5"])
+def test_sglang_loads_a_speculators_fine_tune(
+    family: str, loaded: dict[str, dict[str, Any]]
+) -> None:
+    doc = loaded[f"speculators-{family}"]
+    assert "error" not in doc, doc.get("error")
+    assert doc["class"] == READERS[family].contract.sglang_class
+    assert doc["ignored_or_partial"] == []
+    assert doc["unfilled"] == ["lm_head.weight", "model.embed_tokens.weight"]
+    assert doc["head_follows_target"] is True
 
 
 def test_a_misnamed_tensor_is_reported_ignored_and_its_parameter_unfilled(
