@@ -250,7 +250,7 @@ def test_distill_train_export_eval_serve(smollm2: Path, plain: Server, tmp_path:
     r = runner.invoke(
         app,
         ["token-map", "build", str(data), "--tokenizer", str(smollm2), "--out", str(maps),
-         "--sizes", "4096", "-q"],
+         "--size", "4096", "-q"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     untrained, trained = tmp_path / "untrained", tmp_path / "trained"
