@@ -320,6 +320,49 @@ MIMO_V2 = {
     "torch_dtype": "bfloat16",
 }
 
+_STEP_LAYERS = 45  # Step3p5MTP builds every MTP block as layer 45 (a FIXME in SGLang)
+_STEP_TYPES = [
+    "full_attention" if i % 4 == 0 else "sliding_attention" for i in range(_STEP_LAYERS + 3)
+]
+STEP3P5 = {
+    "architectures": ["Step3p5ForCausalLM"],
+    "model_type": "step3p5",
+    "hidden_size": H,
+    "intermediate_size": 128,
+    "vocab_size": V,
+    "num_hidden_layers": _STEP_LAYERS,
+    "num_nextn_predict_layers": 3,
+    "num_attention_heads": 4,
+    "num_attention_groups": 2,
+    "head_dim": 16,
+    "attention_other_setting": {
+        "attention_type": "sliding_attention",
+        "num_attention_heads": 4,
+        "num_attention_groups": 2,
+        "head_dim": 16,
+        "true_head_dim": 16,
+    },
+    "layer_types": _STEP_TYPES,
+    "sliding_window": 16,
+    "yarn_only_types": ["full_attention"],
+    "rope_theta": [5000000.0 if t == "full_attention" else 10000.0 for t in _STEP_TYPES],
+    "partial_rotary_factors": [0.5 if t == "full_attention" else 1.0 for t in _STEP_TYPES],
+    "swiglu_limits": [0.0] * len(_STEP_TYPES),
+    "swiglu_limits_shared": [0.0] * len(_STEP_TYPES),
+    "moe_layers_enum": ",".join(str(i) for i in range(3, _STEP_LAYERS)),
+    "moe_num_experts": 4,
+    "moe_top_k": 2,
+    "moe_intermediate_size": 32,
+    "share_expert_dim": 32,
+    "share_expert_dims": 32,
+    "use_head_wise_attn_gate": True,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 4096,
+    "max_seq_len": 4096,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
 CASES: tuple[FamilyCase, ...] = (
     FamilyCase("mimo", "mimo", mimo_config(TINY)),
     FamilyCase("mimo-2-layers", "mimo", mimo_config(TINY, num_mtp_layers=2), mtp_layers=2),
@@ -333,4 +376,6 @@ CASES: tuple[FamilyCase, ...] = (
     FamilyCase("glm4_moe-air", "glm4_moe", glm4_moe(qk_norm=False)),
     FamilyCase("longcat_flash", "longcat_flash", LONGCAT_FLASH),
     FamilyCase("mimo_v2", "mimo_v2", MIMO_V2, mtp_layers=3, steps=3),
+    # its own embedding and head are in the draft: nothing comes from the target
+    FamilyCase("step3p5", "step3p5", STEP3P5, mtp_layers=3, steps=3, from_target=()),
 )

@@ -58,6 +58,12 @@ RELEASE_NAMES: list[tuple[str, int, str, str | None]] = [
     ("longcat_flash", 0, "model.mtp.norm.weight", "model.mtp.norm.weight"),
     ("longcat_flash", 0, "model.mtp.embed_tokens.weight", None),
     ("mimo_v2", 2, "model.mtp.layers.2.eh_proj.weight", "model.mtp.layers.2.eh_proj.weight"),
+    (
+        "step3p5", 1, "model.layers.46.shared_head.output.weight",
+        "model.layers.46.shared_head.output.weight",
+    ),
+    ("step3p5", 0, "model.embed_tokens.weight", "model.embed_tokens.weight"),  # its own
+    ("step3p5", 0, "model.layers.44.mlp.gate_proj.weight", None),  # the trunk's last layer
 ]  # fmt: skip
 
 _CONFIGS: dict[str, dict[str, Any]] = {c.family: c.config for c in CASES}

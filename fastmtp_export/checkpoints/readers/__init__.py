@@ -77,6 +77,7 @@ from . import (  # noqa: E402
     mimo_v2,
     qwen3_5,
     qwen3_next,
+    step3p5,
 )
 
 __all__ = [
@@ -93,4 +94,5 @@ __all__ = [
     "qwen3_next",
     "register_reader",
     "resolve_reader",
+    "step3p5",
 ]
