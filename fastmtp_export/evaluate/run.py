@@ -46,6 +46,8 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     import torch
 
     from ..artifact.inspect import inspect_artifact
+    from ..checkpoints.readers import READERS
+    from ..checkpoints.readers.base import no_reference
     from ..maps.eos import model_eos_ids, read_json
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
     from ..maps.token_map import load_token_map
@@ -61,6 +63,8 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     report = inspect_artifact(artifact)
     report.raise_for_problems()
     manifest = report.manifest
+    if not READERS[manifest.family].REFERENCE:
+        raise EvalError(no_reference(manifest.family))
     info = check_pair(base, artifact, manifest)
     vocab = int(info.config["vocab_size"])
     maps_info = manifest.token_maps

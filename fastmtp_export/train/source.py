@@ -12,7 +12,7 @@ import torch
 from .._util.atomic import atomic_write
 from ..checkpoints.checkpoint import SourceCheckpoint
 from ..checkpoints.readers import resolve_reader
-from ..checkpoints.readers.base import HeadPlan
+from ..checkpoints.readers.base import HeadPlan, no_reference
 from ..errors import TrainError
 
 #: files a head checkpoint copies byte for byte, so ``eval --base SOURCE`` matches it
@@ -40,7 +40,10 @@ class Source:
     def open(cls, path: Path, layer: int | None = None) -> Source:
         """Open ``path`` and pick its MTP layer (raises the exporter's errors)."""
         ckpt = SourceCheckpoint.open(path)
-        return cls(ckpt, resolve_reader(ckpt).plan(ckpt, layer))
+        reader = resolve_reader(ckpt)
+        if not reader.REFERENCE:
+            raise TrainError(no_reference(reader.family))
+        return cls(ckpt, reader.plan(ckpt, layer))
 
     def head_weights(self) -> dict[str, torch.Tensor]:
         """The chosen layer's tensors under draft names (``model.mtp_layers.0.*``)."""

@@ -335,3 +335,18 @@ def test_base_config_on_a_release_is_refused(runner: CliRunner, tmp_path: Path) 
     )
     assert_one_line_error(r, "--base-config applies to trainer checkpoints", "drop --base-config")
     nothing_written(out)
+
+
+def test_eval_and_train_say_they_run_mimo_heads_only(runner: CliRunner, tmp_path: Path) -> None:
+    src = write_synthetic(tmp_path / "src", "qwen3_next", QWEN3_NEXT)
+    draft = export_cli(src, tmp_path / "draft")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    r = runner.invoke(app, ["eval", str(draft), "--base", str(src), "--prompts", str(prompts)])
+    assert_one_line_error(r, "eval and train run MiMo heads only", "a qwen3_next draft")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "hi"}\n')
+    out = tmp_path / "head"
+    r = runner.invoke(app, ["train", str(src), "--data", str(data), "--out", str(out)])
+    assert_one_line_error(r, "eval and train run MiMo heads only", "a qwen3_next draft")
+    nothing_written(out)

@@ -7,6 +7,7 @@ plus ``collections.Counter`` and plain sorting, not from the builder's own count
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -358,3 +359,23 @@ def test_progress_goes_to_stderr(
     assert "counting" in captured.err
     assert "100%" in captured.err
     assert captured.out == ""
+
+
+def test_a_multimodal_config_gives_its_text_vocab_and_eos(
+    runner: CliRunner, tmp_path: Path, bpe_tokenizer: Path, corpora: dict[str, Path]
+) -> None:
+    """Qwen3.5-style releases keep vocab_size and eos_token_id under text_config."""
+    tok = tmp_path / "qwen3_5"
+    shutil.copytree(bpe_tokenizer, tok)
+    flat = json.loads((tok / "config.json").read_text())
+    flat["eos_token_id"] = json.loads((tok / "generation_config.json").read_text())["eos_token_id"]
+    (tok / "config.json").write_text(
+        json.dumps({"architectures": ["Qwen3_5ForConditionalGeneration"], "text_config": flat})
+    )
+    (tok / "generation_config.json").unlink()
+    summary, _ = _build(
+        runner, str(corpora["en"]), "--tokenizer", str(tok), "--out", str(tmp_path / "m"),
+        "--size", "128",
+    )  # fmt: skip
+    assert summary["vocab_size"] == BPE_MODEL_VOCAB
+    assert summary["eos_ids"] == _eos(bpe_tokenizer)

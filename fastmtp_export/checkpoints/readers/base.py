@@ -69,6 +69,9 @@ class MTPReader(ABC):
     ALL_LAYERS: ClassVar[bool] = False
     #: why SGLang cannot serve a reduced draft vocabulary for this family, or ``None``.
     NO_MAPS: ClassVar[str | None] = None
+    #: ``eval`` and ``train`` have a PyTorch reference of this family's head
+    #: (evaluate/reference.py, train/head.py).
+    REFERENCE: ClassVar[bool] = False
     #: human hint for "no MTP tensors", e.g. ``model.mtp_layers.*``.
     MARKER: ClassVar[str]
     #: the trunk's embedding and final norm in the release layout (synthetic checkpoints).
@@ -165,10 +168,7 @@ class MTPReader(ABC):
         Raises:
             SourceError: the family has no reference head to evaluate or train.
         """
-        raise SourceError(
-            f"eval and train run MiMo heads only; a {self.family} draft is served and "
-            "measured by SGLang itself (bench/bench_serving.py reports its acceptance)"
-        )
+        raise SourceError(no_reference(self.family))
 
     def plan(self, ckpt: SourceCheckpoint, layer: int | None) -> HeadPlan:
         """Select and check the MTP tensors of one layer.
@@ -228,6 +228,15 @@ class MTPReader(ABC):
                 "intermediate_size); config.json and weights are from different models"
             )
         return HeadPlan(self.family, contract, layer, layers, infos, dict(ckpt.config))
+
+
+def no_reference(family: str) -> str:
+    """Why ``eval`` / ``train`` cannot run a ``family`` head (no reference model here)."""
+    return (
+        f"eval and train run MiMo heads only (the PyTorch reference of the draft); a {family} "
+        "draft is served and measured by SGLang itself (bench/bench_serving.py reports its "
+        "acceptance)"
+    )
 
 
 def refuse_quantized(ckpt: SourceCheckpoint) -> None:
