@@ -18,6 +18,7 @@ from .eval import EXAMPLES as EVAL_EXAMPLES
 from .eval import eval_
 from .export import EXAMPLES as EXPORT_EXAMPLES
 from .export import export
+from .families import families
 from .inspect import inspect
 from .push import EXAMPLES as PUSH_EXAMPLES
 from .push import push
@@ -61,6 +62,7 @@ app.command(epilog=DISTILL_EXAMPLES)(distill)
 app.command(epilog=TRAIN_EXAMPLES)(train)
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)
+app.command()(families)
 app.command(name="eval", epilog=EVAL_EXAMPLES)(eval_)
 app.command(epilog=PUSH_EXAMPLES)(push)
 app.command()(demo)

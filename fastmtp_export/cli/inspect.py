@@ -25,7 +25,9 @@ def render(report: ArtifactReport) -> str:
         f"family     {m.family} (SGLang {m.sglang.draft_class})",
         f"weights    {len(report.tensors)} tensors, {m.num_parameters:,} parameters, {m.dtype}",
         f"source     {m.source.path} ({m.source.architecture}, MTP layer {m.source.mtp_layer}"
-        f" of {m.source.available_mtp_layers})",
+        f" of {m.source.available_mtp_layers}"
+        + (f", a {m.source.trainer} checkpoint" if m.source.trainer else "")
+        + ")",
         f"hashes     {report.hashes_checked}/{len(m.files)} files checked",
         "files",
     ]

@@ -148,3 +148,19 @@ def test_version_and_help_do_not_import_torch() -> None:
         text=True,
     ).stdout
     assert out.startswith("fastmtp-export ")
+
+
+def test_families_lists_every_reader_and_what_sglang_serves(runner: CliRunner) -> None:
+    from fastmtp_export.checkpoints.readers import READERS
+
+    r = runner.invoke(app, ["families", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["family"]: row for row in json.loads(r.stdout)}
+    assert rows.keys() == READERS.keys()
+    assert rows["mimo"]["sglang_class"] == "MiMoMTP"
+    assert rows["mimo"]["token_maps"] and rows["mimo"]["eval_and_train"]
+    assert rows["deepseek_v3"]["token_maps"] and not rows["deepseek_v3"]["eval_and_train"]
+    assert not rows["mimo_v2"]["token_maps"] and rows["mimo_v2"]["multi_layer_eagle"]
+    assert "multi-layer EAGLE" in rows["step3p5"]["no_maps_reason"]
+    text = runner.invoke(app, ["families"]).stdout
+    assert "qwen3_5" in text and "full vocabulary only" in text

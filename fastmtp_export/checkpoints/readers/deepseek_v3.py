@@ -44,5 +44,5 @@ DEEPSEEK_V3_CONTRACT = DraftContract(
 @register_reader
 class DeepSeekV3Reader(NextNReader):
     family = "deepseek_v3"
-    architectures = ("DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM")
+    architectures = ("DeepseekV3ForCausalLM",)
     contract = DEEPSEEK_V3_CONTRACT

@@ -1,0 +1,42 @@
+"""``fastmtp-export families``: the checkpoint families export reads, and how SGLang serves each."""
+
+from __future__ import annotations
+
+import typer
+
+from ._options import JsonOpt
+from ._output import emit_json
+
+
+def families(json_out: JsonOpt = False) -> None:
+    """List the MTP checkpoint families export reads.
+
+    For each: the config architectures that select it, the SGLang 0.5.23 class that
+    loads its draft, and whether SGLang can serve it with per-language token maps.
+    """
+    from ..checkpoints.readers import READERS
+
+    rows = [
+        {
+            "family": family,
+            "architectures": list(reader.architectures),
+            "sglang_class": reader.contract.sglang_class,
+            "mtp_tensors": reader.MARKER,
+            "token_maps": reader.NO_MAPS is None,
+            "multi_layer_eagle": reader.ALL_LAYERS,
+            "eval_and_train": reader.REFERENCE,
+            **({"no_maps_reason": reader.NO_MAPS} if reader.NO_MAPS else {}),
+        }
+        for family, reader in sorted(READERS.items())
+    ]
+    if json_out:
+        emit_json(rows)
+        return
+    width = max(len(r["family"]) for r in rows)
+    cls_width = max(len(r["sglang_class"]) for r in rows)
+    for r in rows:
+        maps = "per-language maps" if r["token_maps"] else "full vocabulary only"
+        typer.echo(
+            f"{r['family']:<{width}}  {r['sglang_class']:<{cls_width}}  {maps:<20}  "
+            f"{', '.join(r['architectures'])}"
+        )
