@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from ._options import JsonOpt
@@ -16,7 +18,7 @@ def families(json_out: JsonOpt = False) -> None:
     """
     from ..checkpoints.readers import READERS
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "family": family,
             "architectures": list(reader.architectures),

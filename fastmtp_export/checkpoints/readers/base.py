@@ -258,6 +258,22 @@ def refuse_quantized(ckpt: SourceCheckpoint) -> None:
         )
 
 
+class ReleaseConfigReader(MTPReader):
+    """A family whose draft keeps the release's config and architecture: SGLang's
+    ``ModelConfig`` maps that architecture to the MTP draft class by itself."""
+
+    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.architectures
+
+    def draft_config(
+        self, config: Mapping[str, Any], dtype: str | None
+    ) -> tuple[dict[str, Any], ConfigChanges]:
+        return passthrough_config(config, dtype)
+
+    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
+        return False  # transformers ships these configs; the draft carries no code
+
+
 def passthrough_config(
     config: Mapping[str, Any], dtype: str | None
 ) -> tuple[dict[str, Any], ConfigChanges]:

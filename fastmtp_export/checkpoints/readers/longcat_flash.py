@@ -18,7 +18,7 @@ from typing import Any
 
 from ..contract import DraftContract, int_field
 from . import register_reader
-from .base import ConfigChanges, MTPReader, passthrough_config
+from .base import ReleaseConfigReader
 from .layouts import MLA_LEGEND, dense_mlp, layer_norms, mla_attention, mla_dims
 
 _L = "model.mtp.layers.0."
@@ -53,7 +53,7 @@ LONGCAT_FLASH_CONTRACT = DraftContract(
 
 
 @register_reader
-class LongcatFlashReader(MTPReader):
+class LongcatFlashReader(ReleaseConfigReader):
     family = "longcat_flash"
     architectures = ("LongcatFlashForCausalLM",)
     contract = LONGCAT_FLASH_CONTRACT
@@ -61,14 +61,3 @@ class LongcatFlashReader(MTPReader):
     PREFIX_REMAP = (("model.mtp.layers.{layer}.", _L), ("model.mtp.norm.", "model.mtp.norm."))
     SHARED = ("model.mtp.embed_tokens.weight",)
     MARKER = "model.mtp.layers.*"
-
-    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        return self.architectures
-
-    def draft_config(
-        self, config: Mapping[str, Any], dtype: str | None
-    ) -> tuple[dict[str, Any], ConfigChanges]:
-        return passthrough_config(config, dtype)
-
-    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
-        return False

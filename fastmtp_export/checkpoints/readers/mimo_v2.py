@@ -21,7 +21,7 @@ from typing import Any
 
 from ..contract import DraftContract, int_field
 from . import register_reader
-from .base import ConfigChanges, MTPReader, passthrough_config
+from .base import ReleaseConfigReader
 from .layouts import dense_mlp, layer_norms, nextn_fusion
 
 _L = "model.mtp.layers.{layer}."
@@ -85,7 +85,7 @@ MIMO_V2_PLAIN = _contract(False)
 
 
 @register_reader
-class MiMoV2Reader(MTPReader):
+class MiMoV2Reader(ReleaseConfigReader):
     family = "mimo_v2"
     architectures = ("MiMoV2FlashForCausalLM", "MiMoV2ForCausalLM")
     contract = MIMO_V2_SINK
@@ -105,14 +105,3 @@ class MiMoV2Reader(MTPReader):
 
     def contracts(self) -> tuple[DraftContract, ...]:
         return (MIMO_V2_SINK, MIMO_V2_PLAIN)
-
-    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        return self.architectures
-
-    def draft_config(
-        self, config: Mapping[str, Any], dtype: str | None
-    ) -> tuple[dict[str, Any], ConfigChanges]:
-        return passthrough_config(config, dtype)
-
-    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
-        return False

@@ -19,7 +19,7 @@ from typing import Any
 from ..checkpoint import language_config
 from ..contract import DraftContract, int_field
 from . import register_reader
-from .base import ConfigChanges, MTPReader, passthrough_config
+from .base import ReleaseConfigReader
 from .layouts import gqa_attention, layer_norms, per_expert_moe
 
 _L = "mtp.layers.0."
@@ -85,7 +85,7 @@ QWEN3_NEXT_CONTRACT = DraftContract(
 )
 
 
-class QwenMTPReader(MTPReader):
+class QwenMTPReader(ReleaseConfigReader):
     """Shared by the Qwen MTP families: names and config pass through unchanged."""
 
     LAYER_RE = re.compile(r"^mtp\.layers\.(\d+)\.")
@@ -97,17 +97,6 @@ class QwenMTPReader(MTPReader):
         ("mtp.norm.", "mtp.norm."),
     )
     MARKER = "mtp.*"
-
-    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        return self.architectures  # kept from the release; SGLang picks the MTP class
-
-    def draft_config(
-        self, config: Mapping[str, Any], dtype: str | None
-    ) -> tuple[dict[str, Any], ConfigChanges]:
-        return passthrough_config(config, dtype)
-
-    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
-        return False  # transformers ships both configs
 
 
 @register_reader

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..contract import DraftContract, int_field
 from . import register_reader
-from .base import ConfigChanges, MTPReader, passthrough_config
+from .base import ReleaseConfigReader
 from .layouts import dense_mlp, layer_norms, nextn_fusion
 
 _L = "model.layers.{layer}."
@@ -91,7 +91,7 @@ STEP3P5_PLAIN = _contract(False)
 
 
 @register_reader
-class Step3p5Reader(MTPReader):
+class Step3p5Reader(ReleaseConfigReader):
     family = "step3p5"
     architectures = ("Step3p5ForCausalLM",)
     contract = STEP3P5_GATED
@@ -114,14 +114,3 @@ class Step3p5Reader(MTPReader):
 
     def contracts(self) -> tuple[DraftContract, ...]:
         return (STEP3P5_GATED, STEP3P5_PLAIN)
-
-    def draft_architectures(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        return self.architectures
-
-    def draft_config(
-        self, config: Mapping[str, Any], dtype: str | None
-    ) -> tuple[dict[str, Any], ConfigChanges]:
-        return passthrough_config(config, dtype)
-
-    def needs_remote_code(self, config: Mapping[str, Any]) -> bool:
-        return False
