@@ -128,6 +128,16 @@ def _launch(manifest: Manifest, draft: str, base: str, *, static: bool) -> str:
     return " \\\n  ".join(_pairs(argv))
 
 
+def _source_ref(manifest: Manifest, base: str | None, revision: str | None) -> str:
+    """Where the head came from, for a public card: the Hub id and commit when known, else
+    the directory's name only (a local path says nothing useful and may say too much)."""
+    if base is not None:
+        return f"`{base}`" + (f" at `{revision}`" if revision else "")
+    name = Path(manifest.source.path).name
+    trainer = f", a {manifest.source.trainer} checkpoint" if manifest.source.trainer else ""
+    return f"a local checkpoint `{name}`{trainer}"
+
+
 def _pairs(argv: list[str]) -> list[str]:
     """Shell words grouped as ``--flag value`` per line."""
     out: list[str] = [shlex.join(argv[:3])]
@@ -155,8 +165,14 @@ def _body(
         f"The multi-token-prediction (MTP) head of `{base_ref}`"
         + (f" (revision `{revision}`)" if revision else "")
         + f", exported with fastmtp-export {manifest.tool.version} as an SGLang EAGLE draft:"
-        f" {manifest.num_parameters:,} parameters ({manifest.dtype}, {human_bytes(size)}), no"
-        " trunk, embedding or `lm_head` (the draft shares the base model's). Serve it next to"
+        f" {manifest.num_parameters:,} parameters ({manifest.dtype}, {human_bytes(size)}),"
+        + (
+            " no trunk, embedding or `lm_head` (the draft shares the base model's)."
+            if "model.embed_tokens.weight" not in manifest.tensors
+            else " no trunk (the embedding and the MTP layers' heads are the draft's own, as"
+            " SGLang's draft class loads them)."
+        )
+        + " Serve it next to"
         " the unchanged base model; output is identical to the base model's, only faster"
         " ([FastMTP](https://arxiv.org/abs/2509.18362): K=3 chain speculation with one MTP"
         " layer).",
@@ -222,8 +238,9 @@ def _body(
         "",
         "## Provenance",
         "",
-        f"- Source: `{manifest.source.path}` ({manifest.source.architecture}, MTP layer"
-        f" {manifest.source.mtp_layer}), config sha256 `{manifest.source.config_sha256}`.",
+        f"- Source: {_source_ref(manifest, base, revision)} ({manifest.source.architecture},"
+        f" MTP layer {manifest.source.mtp_layer}), config sha256"
+        f" `{manifest.source.config_sha256}`.",
         f"- Licence: {lic or 'not declared by the base; check the base model card'}"
         + (" (inherited from the base)" if lic and not opts.license else "")
         + ".",

@@ -302,6 +302,10 @@ class TestModelCard:
         assert r.exit_code == 0, r.output
         card = ModelCard.load(out / "README.md")
         assert card.data.license == "apache-2.0"
+        # a public card never carries the exporting machine's paths
+        text = (out / "README.md").read_text()
+        assert str(tiny_source.parent) not in text
+        assert f"- Source: a local checkpoint `{tiny_source.name}` (" in text
         assert tree_digest(tiny_source) == before
         inspect = CliRunner().invoke(app, ["inspect", str(out)])
         assert inspect.exit_code == 0
