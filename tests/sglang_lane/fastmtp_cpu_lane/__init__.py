@@ -7,7 +7,8 @@ folder beside it, on ``PYTHONPATH``), adds what the chain path needs:
 
 - :mod:`.ops`: pure-PyTorch fallbacks for the 7 missing ``sgl_kernel`` CPU ops;
 - :mod:`.backends`: a ``torch_native`` draft backend (2 AROUND hooks);
-- :mod:`.parallel`: tensor parallelism without PyNccl (1 AROUND hook).
+- :mod:`.parallel`: tensor parallelism without PyNccl (1 AROUND hook);
+- :mod:`.models`: GLM-4.5's embedding/head binding without CUDA calls (1 AROUND hook).
 
 It is never shipped: it lives under ``tests/`` and only the CPU test lane puts it on
 ``PYTHONPATH``. Every registration and first call is recorded through
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 def register() -> None:
     """Entry point called by SGLang's ``load_plugins()`` in every process."""
-    from . import backends, ops, parallel
+    from . import backends, models, ops, parallel
 
     ops.register_fallbacks()
     backends.register_hooks()
     parallel.register_hooks()
+    models.register_hooks()
