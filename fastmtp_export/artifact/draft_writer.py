@@ -24,7 +24,7 @@ from typing import Any
 
 from .._util.hashing import sha256_bytes
 from .._version import __version__
-from ..checkpoints.checkpoint import INDEX_NAME, SourceCheckpoint
+from ..checkpoints.checkpoint import INDEX_NAME, ShardReader, SourceCheckpoint
 from ..checkpoints.contract import SGLANG_CHAIN_FLAGS, require_contract
 from ..checkpoints.readers import MTPReader
 from ..checkpoints.readers.base import HeadPlan
@@ -34,11 +34,11 @@ from ..checkpoints.safetensors_io import (
     TensorInfo,
     TensorSpec,
     WrittenFile,
-    file_range_chunks,
     ordered,
     tensor_bytes,
     write_safetensors,
 )
+from ..errors import SourceError
 from . import manifest as mf
 
 #: Hugging Face's default shard limit; the MiMo head (0.42 GB bf16) fits one file.
@@ -72,36 +72,36 @@ class DraftFiles:
     bytes_written: int
 
 
-def _converted(shard: Path, info: TensorInfo, code: str) -> Callable[[], Iterator[memoryview]]:
+def _converted(
+    reader: ShardReader, shard: str, info: TensorInfo, code: str
+) -> Callable[[], Iterator[memoryview]]:
     def chunks() -> Iterator[memoryview]:
         import torch
 
-        dtype = getattr(torch, CODE_NAMES[code])
-        if info.dtype in CODE_NAMES:  # read the byte range: a view has no name in the file
-            raw = bytearray(info.nbytes)
-            with shard.open("rb") as fh:
-                fh.seek(info.begin)
-                fh.readinto(raw)
-            src = getattr(torch, CODE_NAMES[info.dtype])
-            t = torch.frombuffer(raw, dtype=src).view(info.shape).to(dtype).contiguous()
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(shard), framework="pt", device="cpu") as fh:
-                t = fh.get_tensor(info.name).to(dtype).contiguous()  # one tensor at a time
+        src = getattr(torch, CODE_NAMES[info.dtype])
+        raw = bytearray(reader.read(shard, info.begin, info.nbytes))  # one tensor at a time
+        t = torch.frombuffer(raw, dtype=src).view(info.shape)  # info.shape, source dtype
+        t = t.to(getattr(torch, CODE_NAMES[code])).contiguous()
         yield tensor_bytes(t)
-        del t
+        del t, raw
 
     return chunks
 
 
-def _spec(draft_name: str, info: TensorInfo, shard: Path, code: str | None) -> TensorSpec:
+def _spec(
+    draft_name: str, info: TensorInfo, reader: ShardReader, shard: str, code: str | None
+) -> TensorSpec:
     if code is None or code == info.dtype:
         begin, nbytes = info.begin, info.nbytes
         return TensorSpec(
-            draft_name, info.dtype, info.shape, lambda: file_range_chunks(shard, begin, nbytes)
+            draft_name, info.dtype, info.shape, lambda: reader.chunks(shard, begin, nbytes)
         )
-    return TensorSpec(draft_name, code, info.shape, _converted(shard, info, code))
+    if info.dtype not in CODE_NAMES:
+        raise SourceError(
+            f"{info.name} is stored as {info.dtype}; --dtype converts BF16/F16/F32 heads "
+            "only: export with --dtype keep"
+        )
+    return TensorSpec(draft_name, code, info.shape, _converted(reader, shard, info, code))
 
 
 def _shards(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
@@ -153,7 +153,7 @@ def write_draft(
     """
     code = DTYPE_CODES[dtype] if dtype else None
     specs = ordered(
-        _spec(name, info, source.path / source.weight_map[info.name], code)
+        _spec(name, info, source.reader, source.weight_map[info.name], code)
         for name, info in plan.tensors.items()
     )
     draft_config, changes = reader.draft_config(plan.source_config, dtype)
@@ -208,6 +208,8 @@ def write_draft(
             available_mtp_layers=list(plan.available_layers),
             dtypes=sorted({i.dtype for i in plan.tensors.values()}),
             trainer=source.trainer,
+            repo_id=source.repo_id,
+            revision=source.revision,
         ),
         config_changes=mf.ConfigChangesEntry(removed=list(changes.removed), set=dict(changes.set)),
         sglang=mf.SGLangInfo(

@@ -10,10 +10,17 @@ from pathlib import Path
 
 from .._util.atomic import atomic_directory
 from .._util.progress import byte_progress
+from .._util.units import human_bytes
 from ..checkpoints.checkpoint import SourceCheckpoint, language_config
+from ..checkpoints.hub_source import (
+    HubShards,
+    checkpoint_bytes,
+    open_hub_checkpoint,
+    parse_repo_ref,
+)
 from ..checkpoints.readers import resolve_reader
 from ..checkpoints.trainers import as_release
-from ..errors import TokenMapError
+from ..errors import SourceError, TokenMapError
 from ..maps.eos import model_eos_ids
 from . import manifest as mf
 from .draft_writer import DEFAULT_MAX_SHARD_BYTES, write_draft
@@ -39,12 +46,16 @@ class ExportResult:
     manifest: mf.Manifest
     bytes_written: int
     seconds: float
+    #: for a Hub source: bytes fetched over HTTP, and the size of its weight shards.
+    bytes_read: int | None = None
+    source_bytes: int | None = None
 
 
 def export_draft(
-    source: Path,
+    source: Path | str,
     out: Path,
     *,
+    revision: str | None = None,
     mtp_layer: int | None = None,
     family: str | None = None,
     base_config: Path | None = None,
@@ -60,9 +71,12 @@ def export_draft(
 
     Only the MTP tensors are read (lazily, shard by shard); the trunk, embedding and
     ``lm_head`` are never loaded. ``out`` appears atomically and complete, or not at
-    all; ``source`` is never modified.
+    all; ``source`` is never modified. ``source`` is a local directory, or a Hub model
+    id ``ORG/NAME[@REVISION]`` whose MTP tensors are read by HTTP range requests
+    (:mod:`..checkpoints.hub_source`).
 
     Args:
+        revision: the Hub revision (branch, tag or commit) of a repo-id ``source``.
         mtp_layer: which MTP layer to export when there are several (default: the first).
         family: read ``source`` as this family (default: detected).
         base_config: the base model's ``config.json`` for a trainer checkpoint that does
@@ -82,7 +96,7 @@ def export_draft(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
     start = time.perf_counter()
-    ckpt = as_release(SourceCheckpoint.open(source), base_config)
+    ckpt = as_release(open_source(source, revision), base_config)
     reader = resolve_reader(ckpt, family)
     if reader.NO_MAPS is not None and (token_maps is not None or token_map):
         raise TokenMapError(
@@ -106,7 +120,7 @@ def export_draft(
     )
     total = sum(i.nbytes for i in plan.tensors.values())
     with (
-        atomic_directory(out, overwrite=overwrite, protect=source) as tmp,
+        atomic_directory(out, overwrite=overwrite, protect=ckpt.path) as tmp,
         byte_progress(total, "writing draft", enabled=progress) as advance,
     ):
         files = write_draft(
@@ -137,6 +151,36 @@ def export_draft(
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
         write_card(tmp, manifest, CardOptions())
+    read, size = None, checkpoint_bytes(ckpt)
+    if isinstance(ckpt.shards, HubShards):
+        read = ckpt.shards.bytes_read
+        log.info(
+            "read %s of the checkpoint's %s over HTTP from %s@%s (%.2f%%)",
+            human_bytes(read), human_bytes(size or 0), ckpt.repo_id,
+            (ckpt.revision or "")[:12], 100 * read / max(size or 1, 1),
+        )  # fmt: skip
     return ExportResult(
-        Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start
-    )
+        Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start,
+        read, size,
+    )  # fmt: skip
+
+
+def open_source(source: Path | str, revision: str | None = None) -> SourceCheckpoint:
+    """A local checkpoint directory, or a Hub repo id ``ORG/NAME[@REV]`` (``revision``
+    overrides nothing: giving both, they must agree).
+
+    Raises:
+        SourceError: see :meth:`SourceCheckpoint.open` and
+            :func:`~..checkpoints.hub_source.open_hub_checkpoint`.
+    """
+    ref = parse_repo_ref(str(source))
+    if ref is None:
+        if revision is not None:
+            raise SourceError(
+                f"--revision applies to a Hub repo id; {source} is a local path: drop --revision"
+            )
+        return SourceCheckpoint.open(Path(source))
+    repo_id, at = ref
+    if revision is not None and at is not None and revision != at:
+        raise SourceError(f"{source} names revision {at} and --revision says {revision}; give one")
+    return open_hub_checkpoint(repo_id, revision or at)

@@ -52,8 +52,14 @@ class SourceInfo(StrictModel):
         description="The trainer whose checkpoint was read (e.g. speculators); absent for a "
         "model release.",
     )
+    repo_id: str | None = Field(
+        None, description="The Hub repository the source was read from; absent for a local one."
+    )
+    revision: str | None = Field(
+        None, description="The commit sha of that repository that was read."
+    )
 
-    omit_when_none = ("trainer",)
+    omit_when_none = ("trainer", "repo_id", "revision")
 
 
 class ConfigChangesEntry(StrictModel):

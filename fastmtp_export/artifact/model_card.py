@@ -76,6 +76,8 @@ def render_card(manifest: Manifest, opts: CardOptions) -> str:
 
     source = manifest.source.path
     base, revision = opts.base_model, opts.base_revision
+    if base is None and manifest.source.repo_id is not None:  # exported from the Hub
+        base, revision = manifest.source.repo_id, revision or manifest.source.revision
     if base is None:
         base, cached_rev = base_from_path(source)
         revision = revision or cached_rev

@@ -1,23 +1,60 @@
-"""Lazy, shard-aware access to a local Hugging Face safetensors checkpoint.
+"""Lazy, shard-aware access to a Hugging Face safetensors checkpoint.
 
 Only ``config.json`` and the index (or the single file's header) are read up front.
 Tensor headers are parsed per shard on first use, and tensor data is read only for the
 names an exporter asks for, so a 15.7 GB MiMo checkpoint costs one MTP head of I/O.
+Shard bytes come through a :class:`ShardReader`: local files here, ranged HTTP for a
+Hub repository (:mod:`.hub_source`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._util.hashing import sha256_bytes
 from ..errors import SourceError
-from .safetensors_io import Header, TensorInfo, read_header
+from .safetensors_io import Header, TensorInfo, file_range_chunks, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+
+
+class ShardReader(Protocol):
+    """Where shard bytes come from: ``read`` for headers, ``chunks`` for tensor data."""
+
+    def header(self, shard: str) -> Header:
+        """The shard's parsed header (two small reads)."""
+        ...
+
+    def read(self, shard: str, begin: int, nbytes: int) -> bytes:
+        """``nbytes`` bytes of ``shard`` from ``begin``."""
+        ...
+
+    def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
+        """The same bytes, in bounded chunks (tensor data)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalShards:
+    """Shards in a local directory."""
+
+    root: Path
+
+    def header(self, shard: str) -> Header:
+        return read_header(self.root / shard)
+
+    def read(self, shard: str, begin: int, nbytes: int) -> bytes:
+        with (self.root / shard).open("rb") as fh:
+            fh.seek(begin)
+            return fh.read(nbytes)
+
+    def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
+        return file_range_chunks(self.root / shard, begin, nbytes)
 
 
 @dataclass
@@ -35,7 +72,22 @@ class SourceCheckpoint:
     #: tensors under their release names where the stored ones differ (a trainer's
     #: names, or one expert's rows of a fused tensor): name -> byte range in its shard.
     views: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
+    #: where shard bytes come from (default: files under ``path``).
+    shards: ShardReader | None = field(default=None, repr=False)
+    #: the Hub repository and resolved commit this checkpoint was read from.
+    repo_id: str | None = None
+    revision: str | None = None
     _headers: dict[str, Header] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.shards is None:
+            self.shards = LocalShards(self.path)
+
+    @property
+    def reader(self) -> ShardReader:
+        """:attr:`shards`, never ``None`` after construction."""
+        assert self.shards is not None
+        return self.shards
 
     @classmethod
     def open(cls, path: Path) -> SourceCheckpoint:
@@ -72,7 +124,7 @@ class SourceCheckpoint:
     def header(self, shard: str) -> Header:
         """Parsed header of one shard, cached; validates the shard is not truncated."""
         if shard not in self._headers:
-            self._headers[shard] = read_header(self.path / shard)
+            self._headers[shard] = self.reader.header(shard)
         return self._headers[shard]
 
     def tensor(self, name: str) -> TensorInfo:

@@ -95,28 +95,43 @@ class Header:
 
 
 def read_header(path: Path) -> Header:
-    """Parse and sanity-check a safetensors header without touching tensor data.
+    """Parse and sanity-check a local shard's header without touching tensor data.
 
     Raises:
         CorruptShardError: truncated file, absurd header length, bad JSON, or data
             offsets pointing past the end of the file. The message names the file.
     """
-    fix = "re-download or re-save this shard"
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
-            raw_len = fh.read(8)
-            if len(raw_len) < 8:
-                raise CorruptShardError(f"shard {path.name} is truncated ({size} bytes); {fix}")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise CorruptShardError(
-                    f"shard {path.name} has a header length of {header_len} bytes but the "
-                    f"file holds {size} bytes: it is truncated or not safetensors; {fix}"
-                )
-            raw = fh.read(header_len)
+
+            def read(begin: int, nbytes: int) -> bytes:
+                fh.seek(begin)
+                return fh.read(nbytes)
+
+            return parse_header(path, size, read)
     except OSError as exc:
         raise CorruptShardError(f"cannot read shard {path.name}: {exc.strerror}") from exc
+
+
+def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> Header:
+    """Parse a shard's header through ``read(begin, nbytes)`` (a file, or ranged HTTP),
+    knowing the shard is ``size`` bytes; two reads, the data is never touched.
+
+    Raises:
+        CorruptShardError: as :func:`read_header`.
+    """
+    fix = "re-download or re-save this shard"
+    raw_len = read(0, 8)
+    if len(raw_len) < 8:
+        raise CorruptShardError(f"shard {path.name} is truncated ({size} bytes); {fix}")
+    (header_len,) = struct.unpack("<Q", raw_len)
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        raise CorruptShardError(
+            f"shard {path.name} has a header length of {header_len} bytes but the "
+            f"file holds {size} bytes: it is truncated or not safetensors; {fix}"
+        )
+    raw = read(8, header_len)
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict):

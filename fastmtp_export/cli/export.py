@@ -21,6 +21,8 @@ EXAMPLES = """Examples:
   fastmtp-export export ./MiMo-7B-RL --out ./mimo-fastmtp-draft
   fastmtp-export export ./FastMTP --out ./draft --dtype bf16 --overwrite --json
   fastmtp-export export ./MiMo-7B-RL --out ./draft --token-maps ./maps --default-lang en
+  fastmtp-export export XiaomiMiMo/MiMo-7B-RL --out ./draft          # reads 0.42 of 15.7 GB
+  fastmtp-export export Qwen/Qwen3-Next-80B-A3B-Instruct@main --out ./draft --json
 """
 
 
@@ -43,10 +45,11 @@ def _shard_size(text: str) -> int:
 @handle_errors
 def export(
     source: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="Local checkpoint directory holding the MTP head: a model release, or a "
-            "speculators / SpecForge MTP fine-tune.",
+            help="Checkpoint holding the MTP head: a local directory (a model release, or a "
+            "speculators / SpecForge MTP fine-tune), or a Hub model id ORG/NAME[@REVISION] "
+            "read by byte ranges (only the MTP tensors are fetched).",
             metavar="SOURCE",
             show_default=False,
         ),
@@ -64,6 +67,12 @@ def export(
     mtp_layer: Annotated[
         int | None,
         typer.Option(help="MTP layer to export when the source has several [default: the first]."),
+    ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            help="Hub revision (branch, tag or commit) of a repo-id SOURCE [default: main]."
+        ),
     ] = None,
     family: Annotated[
         str | None,
@@ -120,6 +129,7 @@ def export(
     result = export_draft(
         source,
         out,
+        revision=revision,
         mtp_layer=mtp_layer,
         family=family,
         base_config=base_config,
@@ -141,6 +151,10 @@ def export(
                 "dtype": m.dtype,
                 "num_parameters": m.num_parameters,
                 "bytes_written": result.bytes_written,
+                "bytes_read": result.bytes_read,
+                "source_bytes": result.source_bytes,
+                "repo_id": m.source.repo_id,
+                "revision": m.source.revision,
                 "seconds": round(result.seconds, 3),
                 "files": {k: v.model_dump() for k, v in m.files.items()},
                 "token_maps": m.token_maps.model_dump() if m.token_maps else None,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import fastmtp_export.artifact.draft_writer as draft_writer
 from fastmtp_export.artifact.export import export_draft
+from fastmtp_export.checkpoints.checkpoint import LocalShards
 from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
 from fastmtp_export.evaluate.reference import load_artifact_weights
 
@@ -78,13 +78,13 @@ def test_reads_only_mtp_tensors(
 ) -> None:
     """Spy on every byte range read: all of them must be MTP tensors."""
     read: list[tuple[str, int, int]] = []
-    real = draft_writer.file_range_chunks
+    real = LocalShards.chunks
 
-    def spy(path: Path, begin: int, nbytes: int):
-        read.append((path.name, begin, nbytes))
-        return real(path, begin, nbytes)
+    def spy(self: LocalShards, shard: str, begin: int, nbytes: int):
+        read.append((shard, begin, nbytes))
+        return real(self, shard, begin, nbytes)
 
-    monkeypatch.setattr(draft_writer, "file_range_chunks", spy)
+    monkeypatch.setattr(LocalShards, "chunks", spy)
     export_draft(tiny_source, tmp_path / "draft")
     from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
 

@@ -144,7 +144,7 @@ def test_disk_full_mid_write_leaves_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, begin, nbytes)
 
-    monkeypatch.setattr("fastmtp_export.artifact.draft_writer.file_range_chunks", failing)
+    monkeypatch.setattr("fastmtp_export.checkpoints.checkpoint.file_range_chunks", failing)
     r = _run(runner, "export", str(tiny_source), "--out", str(out), "--overwrite")
     assert_one_line_error(r, "No space left on device", "nothing was written")
     assert [p.name for p in out.iterdir()] == ["old.txt"]

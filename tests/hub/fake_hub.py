@@ -1,4 +1,4 @@
-"""A small local Hugging Face Hub, over real HTTP on 127.0.0.1, for push tests.
+"""A small local Hugging Face Hub, over real HTTP on 127.0.0.1, for push and pull tests.
 
 It implements the endpoints huggingface_hub's ``create_repo``, ``create_branch``,
 ``create_commit``, ``delete_repo`` and ``delete_branch`` call (repo creation, info and
@@ -6,6 +6,15 @@ deletion, YAML validation, preupload, branch creation and deletion, commit), kee
 repositories in memory and records every request. Every file is declared ``regular``
 at preupload, so content arrives base64-encoded inside the commit and LFS/Xet
 transfers are out of scope (docs/testing.md says so).
+
+For reading (``model_info``, ``hf_hub_download``, ``snapshot_download`` and byte
+ranges) it serves ``/api/models/{repo}[/revision/{rev}]`` with file sizes,
+``/api/models/{repo}/tree/{rev}`` and ``/{repo}/resolve/{rev}/{path}`` (HEAD and GET, ``Range: bytes=a-b`` answered with 206)
+with the headers huggingface_hub reads (``X-Repo-Commit``, ``ETag``,
+``Content-Length``) and its error codes (``RepoNotFound``, ``RevisionNotFound``,
+``EntryNotFound``, ``GatedRepo``). :meth:`FakeHub.add_model` seeds a repository;
+:attr:`FakeHub.served` counts the file bytes sent; :attr:`FakeHub.cut_ranges_after`
+breaks a ranged transfer mid-way (the connection closes).
 
 Users: tokens ``hf_alice`` and :data:`SENTINEL_TOKEN` are alice (writes ``alice/*``);
 any other token is rejected with 401. ``bob/*`` repositories exist but belong to
@@ -45,6 +54,9 @@ class Repo:
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     commits: list[Commit] = field(default_factory=list)
     prs: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    gated: bool = False
+    #: full file sets by commit oid (seeded repositories)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +74,10 @@ class FakeHub:
         self.repos: dict[str, Repo] = {"bob/taken": Repo(owner="bob", private=False)}
         self.requests: list[Request] = []
         self.fail_commit_with: int | None = None
+        #: (path, bytes) of every file body sent by the resolve endpoint
+        self.served: list[tuple[str, int]] = []
+        #: send at most this many bytes of a ranged GET, then close the connection
+        self.cut_ranges_after: int | None = None
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -91,9 +107,24 @@ class FakeHub:
             def do_DELETE(self) -> None:
                 hub._serve(self, "DELETE")
 
+            def do_HEAD(self) -> None:
+                hub._serve(self, "HEAD")
+
         return Handler
 
     # -- plumbing -------------------------------------------------------------------
+
+    def add_model(
+        self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, owner: str = "bob"
+    ) -> str:
+        """Seed a public model repository with one commit on ``main``; its oid."""
+        oid = hashlib.sha1(repo_id.encode() + b"".join(sorted(files.values()))).hexdigest()
+        repo = Repo(owner=owner, private=False, gated=gated)
+        repo.branches["main"] = dict(files)
+        repo.commits.append(Commit(oid, "main", "seed", dict(files), None))
+        repo.snapshots[oid] = dict(files)
+        self.repos[repo_id] = repo
+        return oid
 
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(h.path)
@@ -103,6 +134,10 @@ class FakeHub:
         auth = h.headers.get("Authorization")
         with self.lock:
             self.requests.append(Request(method, path, parse_qs(parts.query), auth))
+        if "/resolve/" in path:
+            self._resolve(h, method, path, auth)
+            return
+        with self.lock:
             status, doc = self._route(method, path, parse_qs(parts.query), body, auth)
         data = json.dumps(doc).encode()
         h.send_response(status)
@@ -110,8 +145,67 @@ class FakeHub:
         h.send_header("Content-Length", str(len(data)))
         if status >= 400:
             h.send_header("X-Error-Message", str(doc.get("error", "")))
+            if "code" in doc:
+                h.send_header("X-Error-Code", doc["code"])
         h.end_headers()
         h.wfile.write(data)
+
+    def _files_at(self, repo: Repo, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        """(commit oid, files) of a branch name or a commit oid."""
+        if revision in repo.branches:
+            return self._head(repo), repo.branches[revision]
+        if revision in repo.snapshots:
+            return revision, repo.snapshots[revision]
+        return None
+
+    def _resolve(self, h: BaseHTTPRequestHandler, method: str, path: str, auth: str | None) -> None:
+        """``/{org}/{name}/resolve/{rev}/{file}``: a file, or a byte range of it."""
+        org, name, _resolve, revision, *rest = path.lstrip("/").split("/")
+        repo_id, filename = f"{org}/{name}", "/".join(rest)
+        with self.lock:
+            repo = self.repos.get(repo_id)
+            at = None if repo is None else self._files_at(repo, revision)
+            user = self._user(auth)
+        error: tuple[int, str, str] | None = None
+        if repo is None:
+            error = (404, "RepoNotFound", f"Repository {repo_id} not found")
+        elif repo.gated and user is None:
+            error = (401, "GatedRepo", f"Access to model {repo_id} is restricted")
+        elif at is None:
+            error = (404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        elif filename not in at[1]:
+            error = (404, "EntryNotFound", f"{filename} does not exist at {revision}")
+        if error is not None:
+            h.send_response(error[0])
+            h.send_header("X-Error-Code", error[1])
+            h.send_header("X-Error-Message", error[2])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        assert at is not None
+        oid, files = at
+        data = files[filename]
+        status, body = 200, data
+        span = h.headers.get("Range")
+        if span:
+            first, last = (int(x) for x in span.removeprefix("bytes=").split("-"))
+            status, body = 206, data[first : last + 1]
+        h.send_response(status)
+        h.send_header("X-Repo-Commit", oid)
+        h.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        h.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            h.send_header("Content-Range", f"bytes {first}-{first + len(body) - 1}/{len(data)}")
+        h.end_headers()
+        if method == "HEAD":
+            return
+        cut = self.cut_ranges_after
+        if status == 206 and cut is not None and len(body) > cut:
+            body = body[:cut]
+            h.close_connection = True
+        h.wfile.write(body)
+        with self.lock:
+            self.served.append((f"{repo_id}/{filename}", len(body)))
 
     def _user(self, auth: str | None) -> str | None:
         return USER if auth in (f"Bearer {GOOD_TOKEN}", f"Bearer {SENTINEL_TOKEN}") else None
@@ -120,6 +214,14 @@ class FakeHub:
         self, method: str, path: str, query: dict[str, list[str]], body: bytes, auth: str | None
     ) -> tuple[int, dict[str, Any]]:
         user = self._user(auth)
+        if (
+            method == "GET"
+            and path.startswith("/api/models/")
+            and (user is not None or auth is None)
+        ):
+            read = self._model_info(path)
+            if read is not None:
+                return read
         if user is None:
             return 401, {"error": "Invalid credentials in Authorization header"}
         if method == "POST" and path == "/api/repos/create":
@@ -166,6 +268,34 @@ class FakeHub:
         if action == ["commit"]:
             return self._commit(repo_id, repo, arg, body, "create_pr" in query)
         return 404, {"error": f"no route {method} {path}"}
+
+    def _model_info(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        """``model_info`` of a seeded repository (with file sizes), or ``None``."""
+        rest = path.removeprefix("/api/models/").split("/")
+        repo_id = "/".join(rest[:2])
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return 404, {"error": f"Repository {repo_id} not found", "code": "RepoNotFound"}
+        if not repo.snapshots:
+            return None  # a repository made by push tests: their own route
+        revision = rest[3] if rest[2:3] in (["revision"], ["tree"]) else "main"
+        at = self._files_at(repo, revision)
+        if at is None:
+            return 404, {"error": f"Invalid rev id: {revision}", "code": "RevisionNotFound"}
+        oid, files = at
+        if rest[2:3] == ["tree"]:  # list_repo_tree (snapshot_download): one flat page
+            tree = [
+                {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                for f, b in sorted(files.items())
+            ]
+            return 200, tree  # type: ignore[return-value]
+        return 200, {
+            "id": repo_id,
+            "sha": oid,
+            "private": repo.private,
+            "gated": "auto" if repo.gated else False,
+            "siblings": [{"rfilename": f, "size": len(b)} for f, b in sorted(files.items())],
+        }
 
     def _create(self, doc: dict[str, Any], user: str) -> tuple[int, dict[str, Any]]:
         org = doc.get("organization") or user

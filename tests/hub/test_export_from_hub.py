@@ -1,0 +1,175 @@
+"""``fastmtp-export export ORG/NAME[@REV]`` against a local Hub over real HTTP.
+
+The CLI runs as a real subprocess with ``HF_ENDPOINT`` pointing at tests/hub/fake_hub.py
+and its own ``HF_HOME`` (cache), so huggingface_hub's real client resolves the revision,
+downloads the small files into its cache and fetches the MTP tensors by byte range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
+from fastmtp_export.checkpoints.readers import resolve_reader
+from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
+
+from ..conftest import export_cli, nothing_written, tree_digest
+from .fake_hub import GOOD_TOKEN, FakeHub
+
+REPO = "bob/mimo-tiny"
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as h:
+        yield h
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """A 4-shard tiny MiMo release with two MTP layers, its card and generation config."""
+    src = write_synthetic_mimo(
+        tmp_path / "release", mimo_config(TINY, num_mtp_layers=2), num_shards=4
+    )
+    (src / "generation_config.json").write_text(json.dumps({"eos_token_id": 255}))
+    (src / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    return src
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def _export(hub_url: str, home: Path, *args: str, **env: str) -> Any:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    clean.update(HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "fastmtp_export", "export", *args],
+        env=clean, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _one_line_error(r: Any, *needles: str) -> None:
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: "), r.stderr
+    assert [x for x in lines if x.startswith("error: ")] == lines[-1:]
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+def _mtp_bytes(release: Path) -> int:
+    ckpt = SourceCheckpoint.open(release)
+    plan = resolve_reader(ckpt).plan(ckpt, None)
+    return sum(i.nbytes for i in plan.tensors.values())
+
+
+def test_reads_only_the_mtp_ranges_and_matches_a_local_export(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    sha = hub.add_model(REPO, _files(release))
+    out = tmp_path / "from-hub"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    local = export_cli(release, tmp_path / "local")
+    # the same draft, byte for byte (the manifest and card say where it came from)
+    same = {k: v for k, v in tree_digest(out).items() if k not in ("fastmtp.json", "README.md")}
+    assert same == {
+        k: v for k, v in tree_digest(local).items() if k not in ("fastmtp.json", "README.md")
+    }
+    manifest = json.loads((out / "fastmtp.json").read_text())
+    assert manifest["source"]["repo_id"] == REPO
+    assert manifest["source"]["revision"] == sha
+    card = (out / "README.md").read_text()
+    assert f"base_model: {REPO}" in card
+    assert f"- Source: `{REPO}` at `{sha}`" in card
+    # bytes served: the MTP tensors, plus 8 bytes and a header per shard holding them
+    shards = _files(release)
+    weights = {k: v for k, v in shards.items() if k.endswith(".safetensors")}
+    small = {"config.json", "model.safetensors.index.json", "generation_config.json", "README.md"}
+    served = dict.fromkeys(shards, 0)
+    for path, n in hub.served:
+        served[path.removeprefix(REPO + "/")] += n
+    assert {k for k, v in served.items() if v} <= set(weights) | small
+    headers = sum(8 + int.from_bytes(weights[s][:8], "little") for s in weights)
+    ranged = sum(served[s] for s in weights)
+    assert _mtp_bytes(release) <= ranged <= _mtp_bytes(release) + headers
+    assert ranged < sum(len(b) for b in weights.values()) / 2
+    assert doc["bytes_read"] == ranged
+    assert doc["source_bytes"] == sum(len(b) for b in weights.values())
+    assert doc["repo_id"] == REPO
+
+
+def test_a_revision_pins_the_commit_and_a_missing_one_is_refused(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    sha = hub.add_model(REPO, _files(release))
+    out = tmp_path / "pinned"
+    r = _export(hub.url, tmp_path / "hf", f"{REPO}@{sha}", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "fastmtp.json").read_text())["source"]["revision"] == sha
+    missing = tmp_path / "missing"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--revision", "v9", "--out", str(missing))
+    _one_line_error(r, "revision 'v9' does not exist in bob/mimo-tiny")
+    nothing_written(missing)
+
+
+def test_a_missing_repo_and_a_gated_one_without_a_token_are_one_line(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    hub.add_model("bob/gated", _files(release), gated=True)
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", "bob/nope", "--out", str(out))
+    _one_line_error(r, "bob/nope was not found on the Hub", "HF_TOKEN")
+    nothing_written(out)
+    r = _export(hub.url, tmp_path / "hf", "bob/gated", "--out", str(out))
+    _one_line_error(r, "bob/gated is gated", "HF_TOKEN")
+    nothing_written(out)
+    r = _export(hub.url, tmp_path / "hf", "bob/gated", "--out", str(out), HF_TOKEN=GOOD_TOKEN)
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_interrupted_transfer_writes_nothing(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.cut_ranges_after = 100  # every ranged GET stops after 100 bytes
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, "nothing was written", "run the export again")
+    nothing_written(out)
+
+
+def test_offline_reads_a_fully_cached_snapshot_and_refuses_a_partial_one(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    sha = hub.add_model(REPO, _files(release))
+    home = tmp_path / "hf"
+    # a ranged export caches only the small files: offline, that is not enough
+    assert _export(hub.url, home, REPO, "--out", str(tmp_path / "first")).returncode == 0
+    out = tmp_path / "offline"
+    r = _export(hub.url, home, REPO, "--out", str(out), HF_HUB_OFFLINE="1")
+    _one_line_error(r, "HF_HUB_OFFLINE is set", "download it first")
+    nothing_written(out)
+    # the whole snapshot in the cache (as `hf download` leaves it): offline works
+    from huggingface_hub import snapshot_download  # noqa: F401  (imported for its env below)
+
+    code = f"from huggingface_hub import snapshot_download; snapshot_download({REPO!r})"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    served = len(hub.served)
+    r = _export(hub.url, home, REPO, "--out", str(out), HF_HUB_OFFLINE="1")
+    assert r.returncode == 0, r.stderr
+    assert len(hub.served) == served  # not one byte from the Hub
+    assert json.loads((out / "fastmtp.json").read_text())["source"]["revision"] == sha
