@@ -140,20 +140,27 @@ class IdleReason:
     warn: bool
 
 
-def idle_reason(draft: str) -> IdleReason | None:
+def idle_reason(draft: str, revision: str | None = None) -> IdleReason | None:
     """Why the plugin stays idle for this draft path, or ``None`` when it is an artifact with maps.
 
-    A directory that is not a fastmtp artifact at all (another draft) is only noted; a
-    Hub id or an artifact without maps is warned about.
+    The path is a local directory or a Hub repo id (its manifest and maps are fetched
+    into the HF cache, :mod:`.draft_source`). A directory that is not a fastmtp artifact
+    at all (another draft) is only noted; an artifact without maps, or a repo whose
+    files cannot be fetched, is warned about.
 
     Raises:
         FastMTPError: the path is an artifact whose maps are missing or invalid.
     """
-    path = Path(draft)
-    if not path.is_dir():
+    from .draft_source import resolve_draft
+
+    try:
+        path = resolve_draft(draft, revision)
+    except FastMTPError as exc:
+        return IdleReason(f"{exc}; drafting over the full vocabulary", warn=True)
+    if path is None:
         return IdleReason(
-            f"draft path {draft} is not a local directory; the plugin reads per-language maps "
-            "only from a local artifact (download it first: hf download REPO --local-dir DIR)",
+            f"draft path {draft} is neither a local directory nor a Hub repo id "
+            "(ORG/NAME); the plugin reads per-language maps from a fastmtp-export artifact",
             warn=True,
         )
     if not (path / mf.MANIFEST_NAME).is_file():

@@ -33,8 +33,21 @@ PlainName = Annotated[str, AfterValidator(plain_file_name)]
 
 
 def escapes(root: Path, name: str) -> bool:
-    """Whether ``root / name`` resolves (through symbolic links) outside ``root``."""
-    return not (root / name).resolve().is_relative_to(root.resolve())
+    """Whether ``root / name`` resolves (through symbolic links) outside ``root``.
+
+    A Hugging Face cache snapshot (``models--ORG--NAME/snapshots/<sha>``) links its files
+    to the repository's ``blobs`` folder: those links stay inside the repository's cache.
+    """
+    target = (root / name).resolve()
+    return not any(target.is_relative_to(r) for r in _confines(root.resolve()))
+
+
+def _confines(root: Path) -> list[Path]:
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith(
+        ("models--", "datasets--", "spaces--")
+    ):
+        return [root, root.parent.parent / "blobs"]
+    return [root]
 
 
 def refuse_escaping_links(root: Path, names: Iterable[str]) -> None:

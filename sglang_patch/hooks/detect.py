@@ -5,12 +5,12 @@ the prompt text (or of its decoded ids, for chat requests) when the client gave 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 from fastmtp_export.maps.lang import LanguageDetector
 
 from ..choice import PARAM
+from ..draft_source import resolve_draft
 from ..settings import artifact_maps
 from .report import failed_once
 
@@ -42,7 +42,11 @@ def _detect(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) 
     custom = params.get("custom_params")
     if isinstance(custom, dict) and PARAM in custom:
         return  # the client's choice wins
-    detector = _detector(getattr(manager.server_args, "speculative_draft_model_path", None))
+    args_ = manager.server_args
+    detector = _detector(
+        getattr(args_, "speculative_draft_model_path", None),
+        getattr(args_, "speculative_draft_model_revision", None),
+    )
     if detector is None:
         return
     text = input_text if isinstance(input_text, str) and input_text else None
@@ -58,11 +62,10 @@ def _detect(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) 
 
 
 @functools.cache
-def _detector(draft_dir: str | None) -> LanguageDetector | None:
-    if not draft_dir or not Path(draft_dir).is_dir():
-        return None
+def _detector(draft: str | None, revision: str | None) -> LanguageDetector | None:
     try:
-        found = artifact_maps(Path(draft_dir))
+        draft_dir = resolve_draft(draft, revision)
+        found = artifact_maps(draft_dir) if draft_dir is not None else None
     except Exception:  # the scheduler reports a broken artifact; detection stays off
         return None
     return LanguageDetector(sorted(found.maps)) if found is not None else None

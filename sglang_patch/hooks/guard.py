@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..draft_source import incomplete_shared_snapshot
 from ..settings import ENABLE_ENV, base_mtp_tensors, idle_reason
 from .targets import TARGETS
 
@@ -42,7 +43,16 @@ def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) ->
     if not draft or (model is not None and str(draft) == str(model)):
         _check_base_draft(str(model))
         return None
-    idle = idle_reason(str(draft))  # raises for an artifact with broken maps
+    revision = getattr(server_args, "speculative_draft_model_revision", None)
+    partial = incomplete_shared_snapshot(str(draft), revision)
+    if partial is not None:
+        raise RuntimeError(
+            f"fastmtp: the Hugging Face cache holds an incomplete snapshot of {draft} "
+            f"({partial}: token maps but no .safetensors weights); SGLang would take it as "
+            f"complete and load the maps as weights: complete it with `hf download {draft}` "
+            "or delete that snapshot"
+        )
+    idle = idle_reason(str(draft), revision)  # raises for an artifact with broken maps
     if idle is not None:
         level = logging.WARNING if idle.warn else logging.INFO
         log.log(level, "fastmtp: plugin idle: %s", idle.message)

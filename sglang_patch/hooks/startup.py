@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from fastmtp_export.errors import FastMTPError
+
 from ..bank import DraftVocabBank
+from ..draft_source import resolve_draft
 from ..settings import ENABLE_ENV, artifact_maps, draft_rows
 from ..shard import VocabShard, block_width, local_rows, shard_slots
 from .guard import refuse_partial_hooks
@@ -38,8 +40,12 @@ def init_token_map_around(original: Any, worker: Any) -> Any:
     spec = get_spec()
     if worker.speculative_algorithm.is_eagle3():
         return original(worker)
-    draft_dir = getattr(spec, "speculative_draft_model_path", None)
-    found = artifact_maps(Path(draft_dir)) if draft_dir and Path(draft_dir).is_dir() else None
+    draft = getattr(spec, "speculative_draft_model_path", None)
+    try:  # the guard already said why when this fails
+        draft_dir = resolve_draft(draft, getattr(spec, "speculative_draft_model_revision", None))
+    except FastMTPError:
+        draft_dir = None
+    found = artifact_maps(draft_dir) if draft_dir is not None else None
     if found is not None:
         refuse_partial_hooks()  # the guard's own seam may be the one that moved
     if getattr(spec, "speculative_token_map", None) is not None:

@@ -9,12 +9,13 @@ transfers are out of scope (docs/testing.md says so).
 
 For reading (``model_info``, ``hf_hub_download``, ``snapshot_download`` and byte
 ranges) it serves ``/api/models/{repo}[/revision/{rev}]`` with file sizes,
-``/api/models/{repo}/tree/{rev}`` and ``/{repo}/resolve/{rev}/{path}`` (HEAD and GET, ``Range: bytes=a-b`` answered with 206)
-with the headers huggingface_hub reads (``X-Repo-Commit``, ``ETag``,
-``Content-Length``) and its error codes (``RepoNotFound``, ``RevisionNotFound``,
-``EntryNotFound``, ``GatedRepo``). :meth:`FakeHub.add_model` seeds a repository;
-:attr:`FakeHub.served` counts the file bytes sent; :attr:`FakeHub.cut_ranges_after`
-breaks a ranged transfer mid-way (the connection closes).
+``/api/models/{repo}/tree/{rev}`` and ``/{repo}/resolve/{rev}/{path}`` (HEAD and GET,
+``Range: bytes=a-b`` answered with 206) with the headers huggingface_hub reads
+(``X-Repo-Commit``, ``ETag``, ``Content-Length``) and its error codes
+(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``).
+:meth:`FakeHub.add_model` seeds a repository; :attr:`FakeHub.served` counts the file
+bytes sent; :attr:`FakeHub.cut_ranges_after` breaks a ranged transfer mid-way (the
+connection closes).
 
 Users: tokens ``hf_alice`` and :data:`SENTINEL_TOKEN` are alice (writes ``alice/*``);
 any other token is rejected with 401. ``bob/*`` repositories exist but belong to

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_leaves
 from fastmtp_export.artifact.export import export_draft
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.maps.token_map import save_token_map
-from sglang_patch import choice, hooks, settings
+from sglang_patch import choice, draft_source, hooks, settings
 from sglang_patch.bank import DraftVocabBank, default_rows, union_ids
 from sglang_patch.choice import draft_set, language_counts, prefill_set, request_language
 
@@ -385,7 +385,9 @@ def test_a_bad_request_never_fails_the_batch(
 def test_detection_never_fails_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
     from fastmtp_export.maps.lang import LanguageDetector
 
-    monkeypatch.setattr(hooks.detect, "_detector", lambda _dir: LanguageDetector(["en", "zh"]))
+    monkeypatch.setattr(
+        hooks.detect, "_detector", lambda _draft, _rev: LanguageDetector(["en", "zh"])
+    )
     manager = SimpleNamespace(server_args=SimpleNamespace(speculative_draft_model_path="d"))
     obj = SimpleNamespace(sampling_params={})
     hooks.detect_before(manager, obj, "你好\ud800世界")  # a lone surrogate from JSON
@@ -527,8 +529,17 @@ def test_guard_refuses_a_base_without_mtp_tensors(
 
 
 def test_guard_says_why_the_plugin_is_idle(
-    tmp_path: Path, tiny_source: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    tiny_source: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)  # a repo id must not reach any network
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(hf, "HF_HOME", str(tmp_path / "hf-home"))
+    draft_source._snapshot.cache_clear()
     plain = tmp_path / "plain"
     export_draft(tiny_source, plain)
     with caplog.at_level(logging.INFO, logger="sglang_patch"):
@@ -537,7 +548,8 @@ def test_guard_says_why_the_plugin_is_idle(
         hooks.guard_before(None, _server_args(tiny_source, plain))
     got = [r.getMessage() for r in caplog.records if r.name == "sglang_patch"]
     assert len(got) == 3
-    assert "plugin idle: draft path org/draft is not a local directory" in got[0]
+    assert "plugin idle: fastmtp: cannot read the manifest and maps of org/draft" in got[0]
+    assert "drafting over the full vocabulary" in got[0]
     assert "has no fastmtp.json" in got[1]
     assert "carries no token maps" in got[2]
 

@@ -130,3 +130,37 @@ def test_a_summary_name_outside_its_directory_is_refused(pristine: Path, tmp_pat
     )
     assert_one_line_error(r, "'../outside.pt' must be a plain file name")
     nothing_written(out)
+
+
+def _as_hub_cache(artifact: Path, cache: Path) -> Path:
+    """The artifact laid out as huggingface_hub caches it: snapshot files link to blobs."""
+    repo = cache / "models--acme--draft"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in artifact.iterdir():
+        blob = repo / "blobs" / f"blob-{f.name}"
+        shutil.copyfile(f, blob)
+        (snapshot / f.name).symlink_to(Path("../../blobs") / blob.name)
+    return snapshot
+
+
+def test_a_hub_cache_snapshot_linking_to_its_blobs_is_fine(artifact: Path, tmp_path: Path) -> None:
+    """`hf download` without --local-dir, and the plugin's own fetch, leave this layout."""
+    snapshot = _as_hub_cache(artifact, tmp_path / "hub")
+    r = CliRunner().invoke(app, ["inspect", str(snapshot), "--json"])
+    assert r.exit_code == 0, r.output
+    maps = artifact_maps(snapshot)
+    assert maps is not None
+    assert maps.maps["en"] == EN
+
+
+def test_a_hub_cache_snapshot_linking_out_of_its_repo_is_refused(
+    artifact: Path, tmp_path: Path
+) -> None:
+    snapshot = _as_hub_cache(artifact, tmp_path / "hub")
+    outside = tmp_path / "secret.pt"
+    shutil.copyfile(artifact / "freq_en_128.pt", outside)
+    (snapshot / "freq_en_128.pt").unlink()
+    (snapshot / "freq_en_128.pt").symlink_to(outside)
+    _refusals(snapshot, "freq_en_128.pt", "links outside")
