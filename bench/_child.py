@@ -23,11 +23,15 @@ print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, code]))
 """
 
 
-def run_child(argv: list[str]) -> tuple[float, int]:
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of a child process, after flushing dirty pages."""
     os.sync()  # every timed run starts with no pending writeback from the previous one
     out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *argv], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _MEASURE, *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     wall, rss, code = json.loads(out.strip().splitlines()[-1])
     if code != 0:

@@ -6,7 +6,15 @@ The checkpoint has the real MTP layer shapes and the real untied ``embed_tokens`
 (warm) page cache, and reported as a ratio because shared machines are noisy. Peak RSS
 comes from ``wait4`` on the child process.
 
-Usage: python bench/bench_export.py [--workdir DIR] [--repeats N] [--json FILE]
+Export from a Hub repo id (``--hub``, on by default): the same checkpoint is served by
+the test suite's local Hub (tests/hub/fake_hub.py, real HTTP on 127.0.0.1, files read
+from disk), and ``export ORG/NAME`` (HTTP ranges: headers and MTP tensors only) is timed
+against downloading the whole checkpoint with huggingface_hub's ``snapshot_download``
+into a fresh cache, with the bytes the server sent for each. Loopback HTTP is far faster
+than a real network, so the byte ratio is the figure that carries over; the time ratio
+is a lower bound of the gain.
+
+Usage: python bench/bench_export.py [--workdir DIR] [--repeats N] [--json FILE] [--no-hub]
 """
 
 from __future__ import annotations
@@ -23,9 +31,16 @@ from pathlib import Path
 
 from _child import run_child
 
-from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
-from fastmtp_export.checkpoints.readers import resolve_reader
-from fastmtp_export.checkpoints.synthetic import MIMO_7B, mimo_config, write_synthetic_mimo
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint  # noqa: E402
+from fastmtp_export.checkpoints.readers import resolve_reader  # noqa: E402
+from fastmtp_export.checkpoints.synthetic import (  # noqa: E402
+    MIMO_7B,
+    mimo_config,
+    write_synthetic_mimo,
+)
 
 CLI = [sys.executable, "-m", "fastmtp_export"]
 
@@ -65,6 +80,46 @@ def warm(paths: list[Path]) -> None:
                 pass
 
 
+def hub_export(src: Path, workdir: Path, repeats: int) -> dict[str, object]:
+    """Export by repo id (ranges) against a full snapshot download, both from a local Hub."""
+    from tests.hub.fake_hub import FakeHub
+
+    repo = "bench/mimo7b-synthetic"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    runs: dict[str, list[float]] = {"export_repo_id": [], "snapshot_download": []}
+    sent: dict[str, int] = {}
+    with FakeHub() as hub:
+        hub.add_model(repo, {f.name: f for f in sorted(src.iterdir()) if f.is_file()})
+        env["HF_ENDPOINT"] = hub.url
+        for i in range(repeats):
+            for name, argv in (
+                ("export_repo_id",
+                 [*CLI, "export", repo, "--out", str(workdir / "draft-hub"), "--quiet"]),
+                ("snapshot_download",
+                 [sys.executable, "-c",
+                  f"from huggingface_hub import snapshot_download; snapshot_download({repo!r})"]),
+            ):  # fmt: skip
+                home = workdir / f"hf-home-{name}-{i}"
+                shutil.rmtree(home, ignore_errors=True)
+                shutil.rmtree(workdir / "draft-hub", ignore_errors=True)
+                before = sum(n for _p, n in hub.served)
+                wall, _peak = run_child(argv, env={**env, "HF_HOME": str(home)})
+                runs[name].append(wall)
+                sent[name] = sum(n for _p, n in hub.served) - before
+                shutil.rmtree(home, ignore_errors=True)
+    ranged = statistics.median(runs["export_repo_id"])
+    full = statistics.median(runs["snapshot_download"])
+    return {
+        "hub_export_repo_id_s": round(ranged, 3),
+        "hub_snapshot_download_s": round(full, 3),
+        "hub_time_ratio_vs_download": round(ranged / full, 3),
+        "hub_bytes_sent_export": sent["export_repo_id"],
+        "hub_bytes_sent_download": sent["snapshot_download"],
+        "hub_bytes_ratio_vs_download": round(sent["export_repo_id"] / sent["snapshot_download"], 4),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +127,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
+    ap.add_argument("--no-hub", action="store_true", help="skip the export from a repo id")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     src = build_source(args.workdir)
@@ -120,6 +176,8 @@ def main() -> None:
         report[f"{name}_minus_startup_ratio_vs_cp"] = round((wall - startup) / cp, 2)
         report[f"{name}_ratio_vs_cp_sha256sum"] = round(wall / cp_hash, 2)
         report[f"{name}_peak_rss_bytes"] = rss[name]
+    if not args.no_hub:
+        report |= hub_export(src, args.workdir, args.repeats)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

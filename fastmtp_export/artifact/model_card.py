@@ -203,13 +203,12 @@ def _body(
             "```",
             "",
             "With the `sglang_patch` plugin (installed with `pip install fastmtp-export`), each"
-            " batch is drafted with its requests' language map. The plugin reads the maps from"
-            " a local directory:",
+            " batch is drafted with its requests' language map; the same command, the plugin"
+            " reads the maps of the repo SGLang loads the draft from:",
             "",
             "```bash",
             "pip install fastmtp-export",
-            f"hf download {repo} --local-dir ./draft",
-            _launch(manifest, "./draft", base_ref, static=False),
+            _launch(manifest, repo, base_ref, static=False),
             "```",
             "",
             "A request can name its language (otherwise the plugin detects it from the prompt):",

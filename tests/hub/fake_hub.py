@@ -28,8 +28,10 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -44,20 +46,45 @@ class Commit:
     oid: str
     revision: str
     summary: str
-    files: dict[str, bytes]
+    files: dict[str, Any]
     pr: int | None
+
+
+def _size(data: bytes | Path) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
+
+
+def _etag(name: str, data: bytes | Path) -> str:
+    """sha256 of the content (of name and size for a file served from disk: cheap)."""
+    if isinstance(data, Path):
+        return hashlib.sha256(f"{name}:{_size(data)}".encode()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _chunks(data: bytes | Path, begin: int, end: int) -> Iterator[bytes]:
+    if not isinstance(data, Path):
+        yield data[begin:end]
+        return
+    with data.open("rb") as fh:
+        fh.seek(begin)
+        while begin < end:
+            chunk = fh.read(min(8 << 20, end - begin))
+            if not chunk:
+                return
+            begin += len(chunk)
+            yield chunk
 
 
 @dataclass
 class Repo:
     owner: str
     private: bool
-    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    branches: dict[str, dict[str, Any]] = field(default_factory=lambda: {"main": {}})
     commits: list[Commit] = field(default_factory=list)
     prs: dict[int, dict[str, bytes]] = field(default_factory=dict)
     gated: bool = False
-    #: full file sets by commit oid (seeded repositories)
-    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: full file sets by commit oid (seeded repositories; a Path is served from disk)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,10 +143,22 @@ class FakeHub:
     # -- plumbing -------------------------------------------------------------------
 
     def add_model(
-        self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, owner: str = "bob"
+        self,
+        repo_id: str,
+        files: Mapping[str, bytes | Path],
+        *,
+        gated: bool = False,
+        owner: str = "bob",
     ) -> str:
-        """Seed a public model repository with one commit on ``main``; its oid."""
-        oid = hashlib.sha1(repo_id.encode() + b"".join(sorted(files.values()))).hexdigest()
+        """Seed a public model repository with one commit on ``main``; its oid.
+
+        A :class:`~pathlib.Path` value is served from disk, range by range (a benchmark's
+        multi-GB shards need not sit in memory).
+        """
+        digest = hashlib.sha1(repo_id.encode())
+        for name in sorted(files):
+            digest.update(name.encode() + str(_size(files[name])).encode())
+        oid = digest.hexdigest()
         repo = Repo(owner=owner, private=False, gated=gated)
         repo.branches["main"] = dict(files)
         repo.commits.append(Commit(oid, "main", "seed", dict(files), None))
@@ -186,27 +225,32 @@ class FakeHub:
         assert at is not None
         oid, files = at
         data = files[filename]
-        status, body = 200, data
+        size = _size(data)
+        status, first, last = 200, 0, size - 1
         span = h.headers.get("Range")
         if span:
             first, last = (int(x) for x in span.removeprefix("bytes=").split("-"))
-            status, body = 206, data[first : last + 1]
+            last = min(last, size - 1)
+            status = 206
         h.send_response(status)
         h.send_header("X-Repo-Commit", oid)
-        h.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        h.send_header("Content-Length", str(len(body)))
+        h.send_header("ETag", f'"{_etag(filename, data)}"')
+        h.send_header("Content-Length", str(last - first + 1))
         if status == 206:
-            h.send_header("Content-Range", f"bytes {first}-{first + len(body) - 1}/{len(data)}")
+            h.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         h.end_headers()
         if method == "HEAD":
             return
         cut = self.cut_ranges_after
-        if status == 206 and cut is not None and len(body) > cut:
-            body = body[:cut]
+        if status == 206 and cut is not None and last - first + 1 > cut:
+            last = first + cut - 1
             h.close_connection = True
-        h.wfile.write(body)
+        sent = 0
+        for chunk in _chunks(data, first, last + 1):
+            h.wfile.write(chunk)
+            sent += len(chunk)
         with self.lock:
-            self.served.append((f"{repo_id}/{filename}", len(body)))
+            self.served.append((f"{repo_id}/{filename}", sent))
 
     def _user(self, auth: str | None) -> str | None:
         return USER if auth in (f"Bearer {GOOD_TOKEN}", f"Bearer {SENTINEL_TOKEN}") else None
@@ -286,7 +330,7 @@ class FakeHub:
         oid, files = at
         if rest[2:3] == ["tree"]:  # list_repo_tree (snapshot_download): one flat page
             tree = [
-                {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                {"type": "file", "path": f, "size": _size(b), "oid": _etag(f, b)[:40]}
                 for f, b in sorted(files.items())
             ]
             return 200, tree  # type: ignore[return-value]
@@ -295,7 +339,7 @@ class FakeHub:
             "sha": oid,
             "private": repo.private,
             "gated": "auto" if repo.gated else False,
-            "siblings": [{"rfilename": f, "size": len(b)} for f, b in sorted(files.items())],
+            "siblings": [{"rfilename": f, "size": _size(b)} for f, b in sorted(files.items())],
         }
 
     def _create(self, doc: dict[str, Any], user: str) -> tuple[int, dict[str, Any]]:

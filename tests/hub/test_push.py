@@ -284,7 +284,9 @@ class TestModelCard:
         results = {(r.dataset_config, r.metric_value) for r in card.data.eval_results or []}
         assert results == {("en", 3.4), ("zh", 2.8)}
         body = card.text
-        assert "--speculative-draft-model-path alice/d" in body
+        # plain, and with the plugin: both straight from the repo id (no download step)
+        assert body.count("--speculative-draft-model-path alice/d \\") == 3
+        assert "hf download" not in body
         assert "--speculative-token-map alice/d/freq_en_128.pt" in body
         assert '"custom_params": {"draft_lang"' in body
         assert "| en (default) | 128 | `freq_en_128.pt`" in body

@@ -70,6 +70,9 @@ def _check_serving(lane: Lane, server: Server, plain: dict[Case, dict[str, Any]]
         )
         assert untagged["output_ids"] == greedy_chain(prompt[-1], n, lane.perm)
         assert untagged["meta_info"]["spec_accept_length"] >= 3.5, (lang, prompt)
+        ids = server.generate(list(prompt), n)  # no draft_lang, ids: detected when decoded
+        assert ids["output_ids"] == plain[(prompt, n)]["output_ids"]
+        assert ids["meta_info"]["spec_accept_length"] >= 3.5, (lang, prompt)
     assert server.get("/health")[0] == 200
 
 
