@@ -173,3 +173,16 @@ def test_offline_reads_a_fully_cached_snapshot_and_refuses_a_partial_one(
     assert r.returncode == 0, r.stderr
     assert len(hub.served) == served  # not one byte from the Hub
     assert json.loads((out / "fastmtp.json").read_text())["source"]["revision"] == sha
+
+
+def test_revision_with_a_local_directory_or_twice_is_refused(release: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    r = _export("http://127.0.0.1:9", tmp_path / "hf", str(release), "--revision", "v1",
+                "--out", str(out))  # fmt: skip
+    _one_line_error(r, "--revision applies to a Hub repo id", "drop --revision")
+    r = _export("http://127.0.0.1:9", tmp_path / "hf", f"{REPO}@v1", "--revision", "v2",
+                "--out", str(out))  # fmt: skip
+    _one_line_error(r, "names revision v1 and --revision says v2")
+    r = _export("http://127.0.0.1:9", tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, "cannot reach the Hub at http://127.0.0.1:9", "HF_ENDPOINT")
+    nothing_written(out)
