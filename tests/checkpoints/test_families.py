@@ -350,3 +350,20 @@ def test_eval_and_train_say_they_run_mimo_heads_only(runner: CliRunner, tmp_path
     r = runner.invoke(app, ["train", str(src), "--data", str(data), "--out", str(out)])
     assert_one_line_error(r, "eval and train run MiMo heads only", "a qwen3_next draft")
     nothing_written(out)
+
+
+def test_an_unknown_architecture_without_mtp_tensors_names_the_supported_families(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Detection by tensor names skips layouts the config cannot number (no
+    ``num_hidden_layers`` here) instead of failing on them."""
+    src = write_synthetic(tmp_path / "src", "longcat_flash", _CONFIGS["longcat_flash"])
+    config = json.loads((src / "config.json").read_text())
+    config["architectures"] = ["SomethingElse"]
+    (src / "config.json").write_text(json.dumps(config))
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if ".mtp." not in k}
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    r = runner.invoke(app, ["export", str(src), "--out", str(tmp_path / "d")])
+    assert_one_line_error(r, "is SomethingElse with no MTP tensors of a supported family")
+    nothing_written(tmp_path / "d")

@@ -7,7 +7,7 @@ dispatcher is edited.
 
 from __future__ import annotations
 
-from ...errors import SourceError
+from ...errors import FastMTPError, SourceError
 from ..checkpoint import SourceCheckpoint
 from .base import ConfigChanges, HeadPlan, MTPReader
 
@@ -32,8 +32,11 @@ def detect_reader(ckpt: SourceCheckpoint) -> MTPReader | None:
         if arch in reader.architectures:
             return reader
     for reader in READERS.values():  # renamed architecture but a familiar MTP layout
-        if reader.mtp_layers(ckpt):
-            return reader
+        try:
+            if reader.mtp_layers(ckpt):
+                return reader
+        except FastMTPError:  # a config without the keys this layout is numbered by
+            continue
     return None
 
 
