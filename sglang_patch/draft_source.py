@@ -40,13 +40,20 @@ def resolve_draft(draft: str | None, revision: str | None = None) -> Path | None
         return None
     if Path(draft).is_dir():
         return Path(draft)
-    ref = parse_repo_ref(draft)
-    if ref is None or ref[1] is not None:
-        return None  # SGLang takes a bare repo id; its revision comes in its own flag
-    found = _snapshot(ref[0], revision)
+    repo_id = _repo_id(draft)
+    if repo_id is None:
+        return None
+    found = _snapshot(repo_id, revision)
     if isinstance(found, str):
         raise FastMTPError(found)
     return found
+
+
+def _repo_id(draft: str) -> str | None:
+    """``ORG/NAME`` when the draft path is a bare Hub repo id (not a local path; SGLang
+    takes the revision in its own flag), else ``None``."""
+    ref = parse_repo_ref(draft)
+    return ref[0] if ref is not None and ref[1] is None else None
 
 
 def private_cache() -> Path:
@@ -60,10 +67,10 @@ def incomplete_shared_snapshot(draft: str, revision: str | None = None) -> Path 
     """A shared-cache snapshot of the draft repo holding ``*.pt`` files but no weights, or
     ``None``: SGLang takes such a snapshot as complete and loads the maps as PyTorch
     weights (a start-up crash in the draft's ``load_weights``)."""
-    ref = parse_repo_ref(draft) if not Path(draft).is_dir() else None
-    if ref is None or ref[1] is not None:
+    repo_id = _repo_id(draft)
+    if repo_id is None:
         return None
-    shared = shared_snapshot(ref[0], revision)
+    shared = shared_snapshot(repo_id, revision)
     if shared is not None and any(shared.glob("*.pt")) and not any(shared.glob("*.safetensors")):
         return shared
     return None
@@ -88,8 +95,11 @@ def _snapshot(repo_id: str, revision: str | None) -> Path | str:
     from huggingface_hub import snapshot_download
 
     shared = shared_snapshot(repo_id, revision)  # complete already (hf download): read in place
-    complete = shared is not None and any(shared.glob("*.safetensors"))
-    if shared is not None and complete and (shared / mf.MANIFEST_NAME).is_file():
+    if (
+        shared is not None
+        and (shared / mf.MANIFEST_NAME).is_file()
+        and any(shared.glob("*.safetensors"))
+    ):
         return shared
     try:
         return Path(

@@ -143,8 +143,9 @@ class IdleReason:
 def idle_reason(draft: str, revision: str | None = None) -> IdleReason | None:
     """Why the plugin stays idle for this draft path, or ``None`` when it is an artifact with maps.
 
-    The path is a local directory or a Hub repo id (its manifest and maps are fetched
-    into the HF cache, :mod:`.draft_source`). A directory that is not a fastmtp artifact
+    The path is a local directory or a Hub repo id (its manifest and maps are read in
+    place from a complete cached snapshot, else fetched into the plugin's own cache:
+    :mod:`.draft_source`). A directory that is not a fastmtp artifact
     at all (another draft) is only noted; an artifact without maps, or a repo whose
     files cannot be fetched, is warned about.
 

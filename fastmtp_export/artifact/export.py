@@ -12,12 +12,7 @@ from .._util.atomic import atomic_directory
 from .._util.progress import byte_progress
 from .._util.units import human_bytes
 from ..checkpoints.checkpoint import SourceCheckpoint, language_config
-from ..checkpoints.hub_source import (
-    HubShards,
-    checkpoint_bytes,
-    open_hub_checkpoint,
-    parse_repo_ref,
-)
+from ..checkpoints.hub_source import HubShards, open_hub_checkpoint, parse_repo_ref
 from ..checkpoints.readers import resolve_reader
 from ..checkpoints.trainers import as_release
 from ..errors import SourceError, TokenMapError
@@ -151,9 +146,10 @@ def export_draft(
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
         write_card(tmp, manifest, CardOptions())
-    read, size = None, checkpoint_bytes(ckpt)
+    read = size = None
     if isinstance(ckpt.shards, HubShards):
         read = ckpt.shards.bytes_read
+        size = ckpt.shards.total_bytes(ckpt.weight_map.values())
         log.info(
             "read %s of the checkpoint's %s over HTTP from %s@%s (%.2f%%)",
             human_bytes(read), human_bytes(size or 0), ckpt.repo_id,

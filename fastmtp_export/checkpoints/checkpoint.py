@@ -79,15 +79,10 @@ class SourceCheckpoint:
     revision: str | None = None
     _headers: dict[str, Header] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.shards is None:
-            self.shards = LocalShards(self.path)
-
     @property
     def reader(self) -> ShardReader:
-        """:attr:`shards`, never ``None`` after construction."""
-        assert self.shards is not None
-        return self.shards
+        """Where shard bytes come from: :attr:`shards`, else the files under ``path``."""
+        return self.shards if self.shards is not None else LocalShards(self.path)
 
     @classmethod
     def open(cls, path: Path) -> SourceCheckpoint:

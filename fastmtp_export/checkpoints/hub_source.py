@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +71,11 @@ class HubShards:
         return parse_header(Path(shard), self.sizes[shard], lambda b, n: self.read(shard, b, n))
 
     def read(self, shard: str, begin: int, nbytes: int) -> bytes:
-        if self._cached(shard):
-            return self._local.read(shard, begin, nbytes)
-        return b"".join(bytes(c) for c in self.chunks(shard, begin, nbytes))
+        return b"".join(self.chunks(shard, begin, nbytes))
+
+    def total_bytes(self, shards: Iterable[str]) -> int:
+        """The size of ``shards`` on the Hub (the whole checkpoint, for the report)."""
+        return sum(self.sizes.get(s, 0) for s in set(shards))
 
     def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
         if self._cached(shard):
@@ -171,14 +173,6 @@ def open_hub_checkpoint(repo_id: str, revision: str | None = None) -> SourceChec
         snapshot, config, sha256_bytes(raw), weight_map,
         shards=shards, repo_id=repo_id, revision=sha,
     )  # fmt: skip
-
-
-def checkpoint_bytes(ckpt: SourceCheckpoint) -> int | None:
-    """The size of every weight shard of a Hub checkpoint, or ``None`` when unknown."""
-    shards = ckpt.shards
-    if not isinstance(shards, HubShards):
-        return None
-    return sum(shards.sizes.get(s, 0) for s in set(ckpt.weight_map.values()))
 
 
 def _offline(repo_id: str, revision: str | None) -> SourceCheckpoint:
