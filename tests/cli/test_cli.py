@@ -168,3 +168,54 @@ def test_families_lists_every_reader_and_what_sglang_serves(runner: CliRunner) -
     text = runner.invoke(app, ["families"]).stdout
     assert "qwen3_5" in text
     assert "full vocabulary only" in text
+
+
+def test_demo_without_the_eval_extra_fails_before_any_work(tmp_path: Path) -> None:
+    """A pip install without ``[eval]``: one line naming the extra, and nothing built
+    (it used to build maps and export for a minute, then fail)."""
+    code = (
+        "import sys; sys.modules['transformers'] = None; "  # import transformers -> ImportError
+        "from fastmtp_export.cli import main; "
+        f"sys.argv = ['fastmtp-export', 'demo', '--cache-dir', {str(tmp_path)!r}]; main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: ")
+    assert "fastmtp-export[eval]" in r.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+def test_make_demo_installs_the_eval_extra_before_running(tmp_path: Path) -> None:
+    """``make demo`` on a fresh clone (an empty venv path): the eval extra is installed
+    before the demo runs (the README's first command failed on a fresh machine without it)."""
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        ["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    run = next(i for i, line in enumerate(lines) if line.rstrip().endswith("fastmtp-export demo"))
+    installs = [line for line in lines[:run] if "pip install" in line]
+    assert any(re.search(r"-e '?\.\[[^]]*eval", line) for line in installs), lines
+
+
+def test_cli_reference_lists_every_command() -> None:
+    """docs/cli.md is generated from the live command tree: a command added later (distill,
+    train, families were once missing) cannot be left out."""
+    import typer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        import gen_docs
+    finally:
+        sys.path.pop(0)
+    root = typer.main.get_command(app)
+    names = set(root.list_commands(root.context_class(root)))  # type: ignore[attr-defined]
+    paths = {" ".join(p) for p in gen_docs.command_paths()}
+    assert names <= paths
+    assert {"distill", "train", "families", "token-map", "token-map build"} <= paths
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    for path in paths:
+        assert f"## `{' '.join(['fastmtp-export', path]).strip()}`" in doc
