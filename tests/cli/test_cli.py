@@ -204,13 +204,16 @@ def test_make_demo_installs_the_eval_extra_before_running(tmp_path: Path) -> Non
 def test_cli_reference_lists_every_command() -> None:
     """docs/cli.md is generated from the live command tree: a command added later (distill,
     train, families were once missing) cannot be left out."""
+    import importlib.util
+
     import typer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    try:
-        import gen_docs
-    finally:
-        sys.path.pop(0)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gen_docs.py"
+    spec = importlib.util.spec_from_file_location("gen_docs", script)
+    assert spec is not None
+    assert spec.loader is not None
+    gen_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_docs)
     root = typer.main.get_command(app)
     names = set(root.list_commands(root.context_class(root)))  # type: ignore[attr-defined]
     paths = {" ".join(p) for p in gen_docs.command_paths()}
