@@ -10,13 +10,13 @@ Hub repository (:mod:`.hub_source`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .._util.hashing import sha256_bytes
-from ..errors import SourceError
+from ..errors import CorruptShardError, SourceError
 from .safetensors_io import Header, TensorInfo, file_range_chunks, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -31,12 +31,20 @@ class ShardReader(Protocol):
         ...
 
     def read(self, shard: str, begin: int, nbytes: int) -> bytes:
-        """``nbytes`` bytes of ``shard`` from ``begin``."""
+        """``nbytes`` bytes of ``shard`` from ``begin``, owned by the caller (a copy, never
+        a view of a buffer that :meth:`chunks` reuses)."""
         ...
 
     def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
-        """The same bytes, in bounded chunks (tensor data)."""
+        """The same bytes, in bounded chunks (tensor data); a chunk may alias a buffer
+        reused for the next one, so consume each before asking for the next."""
         ...
+
+
+def joined(chunks: Iterable[memoryview]) -> bytes:
+    """The bytes of ``chunks``, each copied while it is current: a chunked reader may
+    reuse one buffer, and joining its views afterwards would repeat the last chunk."""
+    return b"".join([bytes(c) for c in chunks])
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,10 @@ class LocalShards:
     def read(self, shard: str, begin: int, nbytes: int) -> bytes:
         with (self.root / shard).open("rb") as fh:
             fh.seek(begin)
-            return fh.read(nbytes)
+            data = fh.read(nbytes)
+        if len(data) != nbytes:
+            raise CorruptShardError(f"shard {shard} ended early while reading; re-download it")
+        return data
 
     def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
         return file_range_chunks(self.root / shard, begin, nbytes)

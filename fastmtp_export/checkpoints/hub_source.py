@@ -22,8 +22,9 @@ from typing import Any
 
 from .._util.hashing import sha256_bytes
 from ..errors import SourceError
-from .checkpoint import INDEX_NAME, SINGLE_NAME, LocalShards, SourceCheckpoint
-from .safetensors_io import CHUNK_BYTES, Header, parse_header
+from . import safetensors_io
+from .checkpoint import INDEX_NAME, SINGLE_NAME, LocalShards, SourceCheckpoint, joined
+from .safetensors_io import Header, parse_header
 
 #: ``ORG/NAME`` or ``ORG/NAME@REVISION`` (a Hub model id; the same shape as a relative
 #: path, so a local directory of that name wins).
@@ -71,7 +72,9 @@ class HubShards:
         return parse_header(Path(shard), self.sizes[shard], lambda b, n: self.read(shard, b, n))
 
     def read(self, shard: str, begin: int, nbytes: int) -> bytes:
-        return b"".join(self.chunks(shard, begin, nbytes))
+        if self._cached(shard):
+            return self._local.read(shard, begin, nbytes)
+        return joined(self.chunks(shard, begin, nbytes))
 
     def total_bytes(self, shards: Iterable[str]) -> int:
         """The size of ``shards`` on the Hub (the whole checkpoint, for the report)."""
@@ -107,7 +110,7 @@ class HubShards:
                     f"({response.status_code}); export needs range requests (HF_ENDPOINT "
                     "points at a server without them?)"
                 )
-            for chunk in response.iter_bytes(CHUNK_BYTES):
+            for chunk in response.iter_bytes(safetensors_io.CHUNK_BYTES):
                 got += len(chunk)
                 self.bytes_read += len(chunk)
                 yield memoryview(chunk)
