@@ -199,18 +199,20 @@ def write_draft(
         num_parameters=numel,
         tensors=dict(sorted(tensors.items())),
         files=dict(sorted(files.items())),
-        source=mf.SourceInfo(
-            path=str(source.path.resolve()),
-            config_sha256=source.config_sha256,
-            architecture=source.architecture,
-            model_type=plan.source_config.get("model_type"),
-            mtp_layer=plan.layer,
-            available_mtp_layers=list(plan.available_layers),
-            dtypes=sorted({i.dtype for i in plan.tensors.values()}),
-            trainer=source.trainer,
-            repo_id=source.repo_id,
-            revision=source.revision,
-        ),
+        source=mf.public_source(
+            mf.SourceInfo(
+                path=str(source.path.resolve()),
+                config_sha256=source.config_sha256,
+                architecture=source.architecture,
+                model_type=plan.source_config.get("model_type"),
+                mtp_layer=plan.layer,
+                available_mtp_layers=list(plan.available_layers),
+                dtypes=sorted({i.dtype for i in plan.tensors.values()}),
+                trainer=source.trainer,
+                repo_id=source.repo_id,
+                revision=source.revision,
+            )
+        ),  # fmt: skip
         config_changes=mf.ConfigChangesEntry(removed=list(changes.removed), set=dict(changes.set)),
         sglang=mf.SGLangInfo(
             draft_class=plan.contract.sglang_class,

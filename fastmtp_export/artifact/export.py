@@ -145,7 +145,7 @@ def export_draft(
                 f", union of {info.union.size} ids" if info.union else "",
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
-        write_card(tmp, manifest, CardOptions())
+        write_card(tmp, manifest, CardOptions(), licence_from=ckpt.path)
     read = size = None
     if isinstance(ckpt.shards, HubShards):
         read = ckpt.shards.bytes_read

@@ -1,7 +1,7 @@
 """``fastmtp.json``: the artifact's manifest, a typed and versioned record.
 
 It is what makes an artifact checkable offline (every file's sha256 and size), traceable
-(source path, config hash, layer, tool version) and servable (the SGLang flags). The
+(source name, config hash, layer, tool version) and servable (the SGLang flags). The
 SGLang plugin, ``inspect`` and ``push`` all read it, so the schema is strict
 (``extra="forbid"``) and carries a format version; docs/format.md describes each field.
 """
@@ -9,7 +9,8 @@ SGLang plugin, ``inspect`` and ``push`` all read it, so the schema is strict
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -40,7 +41,10 @@ class TensorEntry(StrictModel):
 
 
 class SourceInfo(StrictModel):
-    path: str = Field(description="Absolute path of the source checkpoint at export time.")
+    path: str = Field(
+        description="The source's name, never a local path: the Hub repo id, else the local "
+        "directory's name."
+    )
     config_sha256: str = Field(description="sha256 of the source config.json bytes.")
     architecture: str = Field(description="architectures[0] of the source config.")
     model_type: str | None = Field(description="model_type of the source config.")
@@ -53,13 +57,48 @@ class SourceInfo(StrictModel):
         "model release.",
     )
     repo_id: str | None = Field(
-        None, description="The Hub repository the source was read from; absent for a local one."
+        None,
+        description="The Hub repository the source was read from, or whose cache snapshot "
+        "it was; absent for any other local one.",
     )
     revision: str | None = Field(
         None, description="The commit sha of that repository that was read."
     )
 
     omit_when_none = ("trainer", "repo_id", "revision")
+
+
+#: huggingface_hub cache layout: .../models--ORG--NAME/snapshots/<commit>/
+_CACHE_PATH = re.compile(
+    r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})(?:/|$)"
+)
+
+
+def cache_snapshot(path: str) -> tuple[str | None, str | None]:
+    """(Hub id, commit) of a huggingface_hub cache snapshot path, else (None, None)."""
+    m = _CACHE_PATH.search(path)
+    if m is None:
+        return None, None
+    return f"{m['org']}/{m['name']}", m["rev"]
+
+
+def public_source(source: SourceInfo) -> SourceInfo:
+    """``source`` as an artifact may publish it: no local path, which says nothing useful
+    to a reader and may say too much (a user name, a private model's name above it).
+
+    A Hub source is its repo id; a huggingface_hub cache snapshot becomes its repo id and
+    commit; any other path its directory name. Export records this, and ``push`` applies
+    it to a manifest an older version wrote with an absolute path.
+    """
+    if source.repo_id is None:
+        repo, rev = cache_snapshot(source.path)
+        if repo is not None:
+            return source.model_copy(update={"path": repo, "repo_id": repo, "revision": rev})
+        name = PurePosixPath(source.path).name or "source"
+        return source if name == source.path else source.model_copy(update={"path": name})
+    if source.path == source.repo_id:
+        return source
+    return source.model_copy(update={"path": source.repo_id})
 
 
 class ConfigChangesEntry(StrictModel):

@@ -9,7 +9,6 @@ MTP head (docs/format.md).
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,11 @@ from typing import Any
 
 from .._util.units import human_bytes, percent, percents
 from .launch import sglang_command
-from .manifest import Manifest
+from .manifest import Manifest, cache_snapshot
 
 CARD_NAME = "README.md"
 LIBRARY_NAME = "fastmtp-export"
 TAGS = ("speculative-decoding", "draft-model", "mtp", "fastmtp", "eagle", "sglang")
-#: huggingface_hub cache layout: .../models--ORG--NAME/snapshots/<commit>/
-_CACHE_PATH = re.compile(
-    r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})"
-)
 CITATION = """@article{fastmtp2025,
   title   = {FastMTP: Accelerating LLM Inference with Enhanced Multi-Token Prediction},
   author  = {Cai and others},
@@ -39,17 +34,14 @@ class CardOptions:
     """What the manifest cannot know: where things live on the Hub, and the licence."""
 
     repo_id: str | None = None
-    base_model: str | None = None  # Hub id of the base; inferred from a Hub cache path
+    base_model: str | None = None  # Hub id of the base; else the manifest's source.repo_id
     base_revision: str | None = None
     license: str | None = None  # inherited from the base's card or config when None
 
 
 def base_from_path(path: str) -> tuple[str | None, str | None]:
     """(Hub id, commit) of a base read from the huggingface_hub cache, else (None, None)."""
-    m = _CACHE_PATH.search(path)
-    if m is None:
-        return None, None
-    return f"{m['org']}/{m['name']}", m["rev"]
+    return cache_snapshot(path)
 
 
 def inherited_license(base_dir: Path) -> str | None:
@@ -70,18 +62,19 @@ def inherited_license(base_dir: Path) -> str | None:
     return lic if isinstance(lic, str) and lic else None
 
 
-def render_card(manifest: Manifest, opts: CardOptions) -> str:
-    """The full README.md text: YAML front matter, then the body."""
+def render_card(manifest: Manifest, opts: CardOptions, licence_from: Path | None = None) -> str:
+    """The full README.md text: YAML front matter, then the body.
+
+    ``licence_from`` is a directory whose card or config declares the licence when
+    ``opts`` gives none: the source at export, the artifact itself (its card written at
+    export) at push. The manifest names the source without its path, so it cannot say.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
-    source = manifest.source.path
     base, revision = opts.base_model, opts.base_revision
-    if base is None and manifest.source.repo_id is not None:  # exported from the Hub
+    if base is None and manifest.source.repo_id is not None:  # a Hub or Hub-cache source
         base, revision = manifest.source.repo_id, revision or manifest.source.revision
-    if base is None:
-        base, cached_rev = base_from_path(source)
-        revision = revision or cached_rev
-    lic = opts.license or inherited_license(Path(source))
+    lic = opts.license or (inherited_license(licence_from) if licence_from else None)
     maps = manifest.token_maps
     data = ModelCardData(
         base_model=base,
@@ -291,10 +284,12 @@ def _evaluation_section(manifest: Manifest) -> list[str]:
     return lines
 
 
-def write_card(artifact: Path, manifest: Manifest, opts: CardOptions) -> str:
+def write_card(
+    artifact: Path, manifest: Manifest, opts: CardOptions, licence_from: Path | None = None
+) -> str:
     """Render and write ``artifact/README.md`` atomically; returns the text."""
     from .._util.atomic import atomic_write
 
-    text = render_card(manifest, opts)
+    text = render_card(manifest, opts, licence_from)
     atomic_write(artifact / CARD_NAME, text.encode())
     return text

@@ -29,6 +29,8 @@ class UploadFile:
     local: Path
     size: int
     sha256: str
+    #: the bytes to upload when they are not the local file's (card, cleaned manifest)
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,25 @@ def plan_push(artifact: Path, repo_id: str, card: CardOptions) -> PushPlan:
         for name, entry in sorted(manifest.files.items())
     ]
     manifest_path = artifact / mf.MANIFEST_NAME
-    files.append(
-        UploadFile(
-            mf.MANIFEST_NAME,
-            manifest_path,
-            manifest_path.stat().st_size,
-            sha256_file(manifest_path),
+    public = mf.public_source(manifest.source)
+    if public != manifest.source:  # written by an older version, with a local path
+        # fastmtp.json lists no hash of itself, so the cleaned copy leaves every hash valid
+        manifest = manifest.model_copy(update={"source": public})
+        raw = manifest.canonical_json().encode()
+        log.info("%s records a local source path; publishing its name only", mf.MANIFEST_NAME)
+        files.append(UploadFile(mf.MANIFEST_NAME, manifest_path, len(raw), sha256_bytes(raw), raw))
+    else:
+        files.append(
+            UploadFile(
+                mf.MANIFEST_NAME,
+                manifest_path,
+                manifest_path.stat().st_size,
+                sha256_file(manifest_path),
+            )
         )
-    )
-    text = render_card(manifest, card)
+    text = render_card(manifest, card, licence_from=artifact)
     data = text.encode()
-    files.append(UploadFile(CARD_NAME, artifact / CARD_NAME, len(data), sha256_bytes(data)))
+    files.append(UploadFile(CARD_NAME, artifact / CARD_NAME, len(data), sha256_bytes(data), data))
     return PushPlan(artifact, repo_id, files, text)
 
 
@@ -119,8 +129,9 @@ def push(
 ) -> PushResult:
     """Create the repo if needed and upload ``plan`` as one commit.
 
-    The card is committed from memory and written into the artifact only after the
-    commit succeeded, so a failed push leaves the artifact exactly as it was. A repo or
+    The card (and a manifest cleaned of a local source path) is committed from memory
+    and written into the artifact only after the commit succeeded, so a failed push
+    leaves the artifact exactly as it was and a successful one matches the Hub. A repo or
     branch this push created is deleted again when the commit fails (the Hub's commit
     is atomic: nothing else can be left behind).
 
@@ -135,9 +146,8 @@ def push(
     api = HfApi(token=token)
     endpoint = api.endpoint
     message = commit_message or f"Upload FastMTP draft ({len(plan.files)} files, fastmtp-export)"
-    card = plan.card.encode()
     operations = [
-        CommitOperationAdd(f.path_in_repo, card if f.path_in_repo == CARD_NAME else str(f.local))
+        CommitOperationAdd(f.path_in_repo, f.data if f.data is not None else str(f.local))
         for f in plan.files
     ]
     created_repo = created_branch = False
@@ -174,7 +184,9 @@ def push(
         except BaseException:
             _undo(api, plan.repo_id, repo=created_repo, branch=branch if created_branch else None)
             raise
-    atomic_write(plan.artifact / CARD_NAME, card)
+    for f in plan.files:
+        if f.data is not None:
+            atomic_write(f.local, f.data)
     return PushResult(info.commit_url, info.oid, info.pr_url, repo_url, plan)
 
 

@@ -321,6 +321,94 @@ class TestModelCard:
         assert base_from_path("/models/MiMo-7B-RL") == (None, None)
 
 
+class TestNoLocalPathIsPublished:
+    """The manifest names a local source by its directory name; push uploads no path."""
+
+    @staticmethod
+    def _spy(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+        """Every request body the local Hub receives (the files travel in the commit)."""
+        bodies: list[bytes] = []
+        route = hub._route
+
+        def spy(method: str, path: str, query: Any, body: bytes, auth: str | None) -> Any:
+            bodies.append(path.encode() + b"\n" + body)
+            return route(method, path, query, body, auth)
+
+        monkeypatch.setattr(hub, "_route", spy)
+        return bodies
+
+    def test_export_records_the_directory_name_only(
+        self, tiny_source: Path, artifact: Path
+    ) -> None:
+        raw = (artifact / "fastmtp.json").read_text()
+        assert str(tiny_source.parent) not in raw
+        source = json.loads(raw)["source"]
+        assert source["path"] == tiny_source.name
+        assert "repo_id" not in source
+        assert "revision" not in source
+
+    def test_push_uploads_no_local_path(
+        self, hub: FakeHub, tiny_source: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        bodies = self._spy(hub, monkeypatch)
+        r = _push(hub.url, artifact, "--repo-id", "alice/d")
+        assert r.returncode == 0, r.stderr
+        uploaded = hub.repos["alice/d"].branches["main"]
+        for needle in (str(tiny_source.parent), str(artifact.parent)):
+            assert not [n for n, data in uploaded.items() if needle.encode() in data]
+            assert not [b for b in bodies if needle.encode() in b]
+
+    @pytest.mark.parametrize("cached", [False, True])
+    def test_an_older_manifests_absolute_path_is_reduced(
+        self, hub: FakeHub, artifact: Path, monkeypatch: pytest.MonkeyPatch, cached: bool
+    ) -> None:
+        """An artifact written before the manifest dropped paths is published without it,
+        still valid (fastmtp.json lists no hash of itself), and the local copy matches."""
+        sha = "c" * 40
+        old = (
+            f"/home/alice/.cache/huggingface/hub/models--acme--secret-base/snapshots/{sha}"
+            if cached
+            else "/home/alice/private/acme-secret-model"
+        )
+        doc = json.loads((artifact / "fastmtp.json").read_text())
+        doc["source"]["path"] = old
+        (artifact / "fastmtp.json").write_text(json.dumps(doc, indent=2))
+        bodies = self._spy(hub, monkeypatch)
+        r = _push(hub.url, artifact, "--repo-id", "alice/d")
+        assert r.returncode == 0, r.stderr
+        uploaded = hub.repos["alice/d"].branches["main"]
+        for needle in (b"/home/alice", old.encode()):
+            assert not [n for n, data in uploaded.items() if needle in data]
+            assert not [b for b in bodies if needle in b]
+        source = json.loads(uploaded["fastmtp.json"])["source"]
+        card = ModelCard(uploaded["README.md"].decode())
+        if cached:  # the cache layout names the base: kept as the Hub id and commit
+            assert source["path"] == source["repo_id"] == "acme/secret-base"
+            assert source["revision"] == sha
+            assert card.data.to_dict()["base_model"] == "acme/secret-base"
+        else:
+            assert source["path"] == "acme-secret-model"
+            assert "repo_id" not in source
+            assert "a local checkpoint `acme-secret-model`" in card.text
+        assert (artifact / "fastmtp.json").read_bytes() == uploaded["fastmtp.json"]
+        inspect = CliRunner().invoke(app, ["inspect", str(artifact)])
+        assert inspect.exit_code == 0, inspect.output
+
+    def test_the_dry_run_plans_the_cleaned_manifest_and_writes_nothing(
+        self, artifact: Path
+    ) -> None:
+        doc = json.loads((artifact / "fastmtp.json").read_text())
+        doc["source"]["path"] = "/srv/models/acme-secret-model"
+        (artifact / "fastmtp.json").write_text(json.dumps(doc))
+        before = tree_digest(artifact)
+        r = CliRunner().invoke(
+            app, ["push", str(artifact), "--repo-id", "alice/d", "--dry-run", "--json"]
+        )
+        assert r.exit_code == 0, r.output
+        assert "/srv/models" not in r.stdout
+        assert tree_digest(artifact) == before
+
+
 def test_bad_repo_id_in_process(artifact: Path) -> None:
     r = CliRunner().invoke(app, ["push", str(artifact), "--repo-id", "a/b/c", "--dry-run"])
     assert_one_line_error(r, "is not ORG/NAME")

@@ -124,7 +124,7 @@ def test_a_summary_name_outside_its_directory_is_refused(pristine: Path, tmp_pat
     }  # fmt: skip
     (maps / "token_maps.json").write_text(json.dumps(summary))
     out = tmp_path / "draft"
-    target = Path(json.loads((pristine / "fastmtp.json").read_text())["source"]["path"])
+    target = pristine.parent / "target"
     r = CliRunner().invoke(
         app, ["export", str(target), "--out", str(out), "--token-maps", str(maps)]
     )
