@@ -41,7 +41,7 @@ from .head import TrainableHead
 from .loss import step_losses, step_weights, target_counts
 from .progress import Reporter
 from .source import Source, check_out, clear_out
-from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, save_state
+from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, restore, save_state
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +230,7 @@ def _run(
     sched = _schedule(opt, total, opts.warmup)
     start = 0
     if state is not None:
-        head.load_state_dict(state["head"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        start = int(state["step"])
+        start = restore(out, state, head, opt, sched, total)
         log.info("resuming at optimizer step %d of %d", start, total)
     weights = torch.tensor(step_weights(opts.beta, opts.steps), device=device)  # [K]
     log.info(
