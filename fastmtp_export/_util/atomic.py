@@ -7,9 +7,14 @@ complete. An existing destination is swapped with the new tree in one atomic
 always names a complete artifact, the old one or the new one. Elsewhere the swap is two
 renames, and a kill between them is repaired by the next run (the old tree is put
 back). Any failure, including running out of disk or Ctrl-C, removes the temporary
-directory and leaves the destination exactly as it was. A ``kill -9`` cannot clean
-up: each run holds a lock on its temporary directory, and the next run into the same
-parent deletes those of our naming that no live run holds.
+directory and leaves the destination exactly as it was.
+
+One run at a time writes a destination: each holds ``flock`` on a lock file next to it,
+``.<name>.lock``, from before it looks at the parent until it has published, and a second
+run into the same destination fails at once in one line. A ``kill -9`` cannot clean up;
+the next run, holding that lock, deletes the temporary directories of our naming that no
+live run holds. Holding the lock before recovery and ``mkdtemp`` leaves no window in
+which one run's recovery could delete another's fresh directory.
 """
 
 from __future__ import annotations
@@ -80,29 +85,92 @@ def atomic_directory(
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        _recover(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; publish like mkdir would
-        lock = _hold(tmp)
     except OSError as exc:
         raise OutputError(
             f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"
         ) from exc
+    with _run_lock(out):
+        try:
+            _recover(out)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; publish like mkdir
+            lock = _hold(tmp)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"
+            ) from exc
+        try:
+            yield tmp
+            _publish(tmp, out)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            hint = "free some space" if exc.errno == errno.ENOSPC else "check the location"
+            raise OutputError(
+                f"writing {out} failed: {exc.strerror or exc}; nothing was written, {hint} "
+                "or choose another --out"
+            ) from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            os.close(lock)
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file a run into ``out`` holds: ``.<name>.lock`` next to it."""
+    return out.parent / f".{out.name}.lock"
+
+
+_NO_FLOCK_WARNING = (
+    "cannot lock %s (%s): this file system has no flock, so a second run into %s at the "
+    "same time is not detected and a killed run's temporary directory is not cleaned up"
+)
+
+
+@contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` (``flock``, exclusive) for the whole run into ``out``.
+
+    The file is removed on the way out while still locked; a run that opened it just
+    before then finds, once it holds the lock, that the path no longer names the file
+    it locked, and starts again on a fresh one. A kill leaves the file behind: the next
+    run locks and removes it (the kernel released the lock with the killed process).
+
+    Raises:
+        OutputError: another live run holds the lock, or the file cannot be created.
+    """
+    path = lock_path(out)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the lock file {path}: {exc.strerror or exc}; choose a "
+                "writable location for --out"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"another run is writing --out {out} (it holds {path.name}); wait for it "
+                "to finish, or choose another --out"
+            ) from None
+        except OSError as exc:  # no flock here: run unguarded, and say so
+            log.warning(_NO_FLOCK_WARNING, path, exc.strerror or exc, out)
+            break
+        try:
+            same = os.path.samestat(os.fstat(fd), path.stat())
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed it after we opened it: retry
     try:
-        yield tmp
-        _publish(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        hint = "free some space" if exc.errno == errno.ENOSPC else "check the location"
-        raise OutputError(
-            f"writing {out} failed: {exc.strerror or exc}; nothing was written, {hint} "
-            "or choose another --out"
-        ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        yield
     finally:
-        os.close(lock)
+        path.unlink(missing_ok=True)  # still locked: nobody can hold this file now
+        os.close(fd)
 
 
 def _hold(directory: Path) -> int:
@@ -111,8 +179,13 @@ def _hold(directory: Path) -> int:
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # no flock on this file system: never cleaned up by others, still safe
-        log.debug("cannot lock %s; it will not be cleaned up if this run is killed", directory)
+    except BlockingIOError:  # only a process outside the run lock (an older version)
+        log.warning("%s is locked by another process, which may delete it", directory)
+    except OSError as exc:  # no flock on this file system: never cleaned up by others
+        log.warning(
+            "cannot lock %s (%s); it will not be cleaned up if this run is killed",
+            directory, exc.strerror or exc,
+        )  # fmt: skip
     return fd
 
 

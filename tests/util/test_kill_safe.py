@@ -22,6 +22,7 @@ import pytest
 from fastmtp_export._util import atomic
 from fastmtp_export._util.atomic import atomic_directory
 from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
+from fastmtp_export.errors import OutputError
 
 from ..conftest import tree_digest
 
@@ -109,10 +110,16 @@ def test_a_kill_between_the_fallback_renames_is_repaired(
 
 
 def test_a_running_export_is_never_cleaned_up_by_another(tmp_path: Path) -> None:
+    """A second run into the same place while one is live is refused (the run lock), and
+    the live run's directory survives it."""
     out = tmp_path / "draft"
     with atomic_directory(out, overwrite=False) as first:
         (first / "x").write_text("1")
-        with atomic_directory(tmp_path / "draft", overwrite=True) as second:
-            (second / "y").write_text("2")
-            assert (first / "x").exists()  # held by the outer run: not removed
+        with (
+            pytest.raises(OutputError, match="another run is writing --out"),
+            atomic_directory(tmp_path / "draft", overwrite=True),
+        ):
+            pass
+        assert (first / "x").exists()  # held by the outer run: not removed
     assert (out / "x").read_text() == "1"
+    assert _leftovers(out) == []
