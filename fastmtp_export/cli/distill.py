@@ -52,7 +52,7 @@ def distill(
         typer.Option(
             "--out",
             "-o",
-            help="Chat JSONL to append answers to (resumed when it exists).",
+            help="Chat JSONL to append to (resumed; a file distill did not write is refused).",
             metavar="FILE",
             show_default=False,
         ),
@@ -69,9 +69,18 @@ def distill(
     top_k: Annotated[int, typer.Option(help="Top-k sampling (FastMTP: 20); 0 turns it off.")] = 20,
     seed: Annotated[int | None, typer.Option(help="Sampling seed sent to the server.")] = None,
     retries: Annotated[
-        int, typer.Option(help="Attempts per prompt on connection errors, 429 and 5xx.")
+        int,
+        typer.Option(
+            help="Attempts per prompt on connection errors, timeouts, 429, 5xx, error replies."
+        ),
     ] = 5,
-    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 600.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request may take in all; connecting waits at most "
+            "$FASTMTP_HUB_TIMEOUT (default 30) of them."
+        ),
+    ] = 600.0,
     api_key: Annotated[
         str | None,
         typer.Option(

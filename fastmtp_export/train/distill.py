@@ -7,11 +7,18 @@ appends each answer as a chat record, ``{"id", "lang"?, "messages", "finish_reas
 the form ``token-map build`` and ``train`` read.
 
 - **Resumable.** A prompt's id is its ``id`` field, else the sha256 of its messages;
-  re-running skips ids already in ``--out``. A line cut by a kill is dropped.
-- **Retries.** Connection errors, timeouts, 429 and 5xx are retried with jittered
-  exponential backoff (tenacity), ``--retries`` attempts per prompt. A prompt that
-  still fails is reported and left for the next run; a server that cannot be
-  reached at all stops the run with one line.
+  re-running skips ids already in ``--out``. An existing ``--out`` is read whole first
+  and refused, untouched, unless every line is a record this command writes; only then
+  is a last line cut by a kill dropped.
+- **Retries.** Connection errors, timeouts, 429, 5xx and a JSON error object sent with
+  200 (vLLM and SGLang do) are retried with jittered exponential backoff (tenacity),
+  ``--retries`` attempts per prompt. A reply that is not a chat completion with a
+  string answer, or is larger than :func:`body_cap`, is never written: the prompt is
+  reported and left for the next run, as is one that still fails after its retries.
+  A server that cannot be reached at all stops the run with one line.
+- **Bounded.** Connecting waits at most ``FASTMTP_HUB_TIMEOUT`` (default 30 s, and
+  never more than ``--timeout``); a chat request gets ``--timeout`` seconds in all,
+  a ``/v1/models`` probe ``FASTMTP_HUB_TIMEOUT``.
 - **Checked first.** Every prompt line is parsed before the first request, and the
   server is probed (``/v1/models``), so a typo costs seconds.
 """
@@ -28,16 +35,29 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .._util.remote import remote_timeout
 from ..errors import TrainError
 from ..maps.lang import normalize_lang
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
 
 #: consecutive failed prompts (beyond those in flight) that mean the server is gone
 DEAD_AFTER = 3
+
+#: a reply body may hold this much beyond ``MAX_BODY_PER_TOKEN`` per --max-tokens token
+MAX_BODY_BASE = 4 << 20
+#: bytes a token's text can take in JSON: a few \\uXXXX escapes, with room to spare
+MAX_BODY_PER_TOKEN = 1024
+#: the cap of a ``/v1/models`` reply and of an error reply's body
+MAX_SMALL_BODY = 4 << 20
+#: how every record this command writes begins (``id`` is written first)
+RECORD_START = b'{"id": '
 
 
 class DistillError(TrainError):
@@ -136,26 +156,96 @@ def _prompt(doc: Any, where: str) -> Prompt:
     return Prompt(str(ident), messages, normalize_lang(lang) if lang is not None else None)
 
 
-def finished_ids(out: Path) -> set[str]:
-    """Ids already answered in ``out``; a last line cut by a kill is removed first."""
+@dataclass(frozen=True)
+class OutState:
+    """What an existing ``--out`` holds, read without changing it."""
+
+    ids: set[str]  #: ids answered in it
+    size: int  #: its size when read (0: absent)
+    keep: int  #: bytes of whole records; a cut last line past them is dropped on append
+    newline: bool = False  #: the last record lacks its newline (added before appending)
+
+
+def record_problem(doc: Any) -> str | None:
+    """Why ``doc`` is not a record :func:`distill` writes, or None when it is one."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    if not isinstance(doc.get("id"), str):
+        return 'no string "id"'
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return 'no "messages" list'
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        return "a message without a role"
+    if messages[-1]["role"] != "assistant" or not isinstance(messages[-1].get("content"), str):
+        return "the last message is not an assistant answer"
+    if not isinstance(doc.get("finish_reason"), str):
+        return 'no string "finish_reason"'
+    if "lang" in doc and not isinstance(doc["lang"], str):
+        return '"lang" is not a string'
+    return None
+
+
+def read_out(out: Path) -> OutState:
+    """The ids already in ``out``, after checking every line is a distill record.
+
+    Nothing is written here: a file that is not this command's output is refused as it
+    is. A last line without its newline is a record cut by a kill when it begins as
+    every record does (``{"id": ``) and does not parse; it is dropped later, on append.
+
+    Raises:
+        DistillError: ``out`` cannot be read, or a line is not a distill record.
+    """
+    refuse = "pass another --out (distill appends to its own output only)"
     if not out.exists():
-        return set()
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with out.open("r+b") as fh:  # our own output: drop the partial record
-            fh.truncate(cut)
-        data = data[:cut]
-        log.warning("%s: dropped a partial last line (an interrupted run)", out)
-    ids = set()
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        try:
-            ids.add(str(json.loads(line)["id"]))
-        except (ValueError, KeyError, TypeError):
+        return OutState(set(), 0, 0)
+    ids: set[str] = set()
+    pos = 0
+    try:
+        with out.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            for n, raw in enumerate(fh, 1):
+                whole = raw.endswith(b"\n")
+                if raw.strip():  # blank lines are kept as they are
+                    try:
+                        doc = json.loads(raw.decode("utf-8"))
+                        why = record_problem(doc)
+                    except ValueError:  # UnicodeDecodeError included
+                        doc, why = None, "not UTF-8 JSON"
+                    if why is not None:
+                        if not whole and (
+                            raw.startswith(RECORD_START) or RECORD_START.startswith(raw)
+                        ):
+                            return OutState(ids, size, pos)  # a kill cut the last record
+                        raise DistillError(f"{out}:{n} is not a distill record ({why}); {refuse}")
+                    ids.add(doc["id"])
+                pos += len(raw)
+                if not whole:
+                    return OutState(ids, size, pos, newline=True)
+    except OSError as exc:
+        raise DistillError(f"cannot read --out {out} ({exc.strerror}); {refuse}") from None
+    return OutState(ids, size, pos)
+
+
+def _open_for_append(out: Path, state: OutState) -> BinaryIO:
+    """``out`` opened to append, its cut last line dropped (checked unchanged since read)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fh = out.open("ab")
+    try:
+        if os.fstat(fh.fileno()).st_size != state.size:
             raise DistillError(
-                f"{out}:{n} is not a distill record; pass another --out or remove the file"
-            ) from None
-    return ids
+                f"{out} changed while it was read (another distill writing it?); re-run the "
+                "command when that one has finished"
+            )
+        if state.keep < state.size:
+            fh.truncate(state.keep)  # our own output: the partial record of a killed run
+            log.warning("%s: dropped a partial last line (an interrupted run)", out)
+        if state.newline:
+            fh.write(b"\n")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def base_url(server: str) -> str:
@@ -165,34 +255,142 @@ def base_url(server: str) -> str:
 
 
 class _RetryableError(Exception):
-    """A failure worth another attempt (connection, timeout, 429, 5xx)."""
+    """A failure worth another attempt (connection, timeout, 429, 5xx, an error object)."""
+
+
+class _BadReplyError(Exception):
+    """A reply that is no answer and would not become one on retry (shape, size)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one chat completion says: the answer text, why it ended, its length."""
+
+    content: str
+    finish_reason: str
+    completion_tokens: int
+
+
+def body_cap(max_tokens: int) -> int:
+    """Bytes one chat completion reply may take before it is abandoned."""
+    return MAX_BODY_BASE + MAX_BODY_PER_TOKEN * max_tokens
+
+
+def parse_answer(body: bytes) -> Answer:
+    """The answer in one chat completion reply body.
+
+    Raises:
+        _RetryableError: the body is an error object (``{"object": "error", ...}`` as
+            vLLM and SGLang send, or ``{"error": ...}``), whatever the HTTP status.
+        _BadReplyError: anything else without a string ``choices[0].message.content``.
+    """
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        raise _BadReplyError(f"the reply is not JSON: {_snippet(body)}") from None
+    if isinstance(doc, dict) and (
+        doc.get("object") == "error" or ("error" in doc and "choices" not in doc)
+    ):
+        err = doc.get("error", doc)
+        message = err.get("message", err) if isinstance(err, dict) else err
+        raise _RetryableError(f"the server answered with an error: {_snippet(str(message))}")
+    try:
+        choice = doc["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _BadReplyError(
+            f"the reply is not a chat completion (no choices[0].message.content): {_snippet(body)}"
+        ) from None
+    if not isinstance(content, str):
+        raise _BadReplyError(
+            f"choices[0].message.content is {_snippet(json.dumps(content))}, not a string"
+        )
+    reason = choice.get("finish_reason")
+    usage = doc.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return Answer(
+        content,
+        reason if isinstance(reason, str) else "",
+        tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0,
+    )
+
+
+def _snippet(text: str | bytes, limit: int = 200) -> str:
+    """The start of ``text`` on one line (for a message)."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", errors="replace")
+    return " ".join(text.split())[:limit]
+
+
+def _read_capped(r: httpx.Response, cap: int, deadline: float, what: str) -> bytes:
+    """The body of ``r``, read as it arrives; abandoned past ``cap`` bytes or ``deadline``.
+
+    Raises:
+        _BadReplyError: the body is larger than ``cap`` (announced or as read).
+        _RetryableError: the body is still arriving at ``deadline`` (``time.monotonic()``).
+    """
+    length = r.headers.get("content-length", "")
+    if length.isdigit() and int(length) > cap:
+        raise _BadReplyError(
+            f"the reply is {int(length):,} bytes, over the {cap:,}-byte cap {what}"
+        )
+    body = bytearray()
+    for chunk in r.iter_bytes():
+        body += chunk
+        if len(body) > cap:
+            raise _BadReplyError(f"the reply passed the {cap:,}-byte cap {what}")
+        if time.monotonic() > deadline:
+            raise _RetryableError("the reply was still arriving when its time ran out")
+    return bytes(body)
+
+
+def _head(r: httpx.Response) -> str:
+    """The start of an error reply's body (read no further)."""
+    body = b""
+    for chunk in r.iter_bytes():
+        body += chunk
+        if len(body) >= 1024:
+            break
+    return _snippet(body)
 
 
 class _Client:
-    """The OpenAI-compatible chat endpoint, with retries."""
+    """The OpenAI-compatible chat endpoint, with retries and bounded requests.
+
+    Connecting waits ``min(FASTMTP_HUB_TIMEOUT, --timeout)``; a chat request waits at
+    most ``--timeout`` for any read and gives up on a reply still arriving after
+    ``--timeout`` seconds; the ``/v1/models`` probe has ``min(FASTMTP_HUB_TIMEOUT,
+    --timeout)`` for each step and in all.
+    """
 
     def __init__(self, server: str, opts: DistillOptions, api_key: str | None) -> None:
         import httpx
 
         self.url = base_url(server)
         self.opts = opts
+        self.probe_seconds = min(remote_timeout(), opts.timeout)
+        self.probe_timeout = httpx.Timeout(self.probe_seconds)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=opts.timeout, headers=headers)
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(opts.timeout, connect=self.probe_seconds), headers=headers
+        )
 
     def model(self) -> str:
         """The served model name (``--model``, else the server's first), probing the server."""
         import httpx
 
         try:
-            r = self.http.get(self.url + "/models", timeout=30)
-            r.raise_for_status()
-            models = [m["id"] for m in r.json().get("data", [])]
-        except httpx.HTTPError as exc:
+            deadline = time.monotonic() + self.probe_seconds
+            with self.http.stream("GET", self.url + "/models", timeout=self.probe_timeout) as r:
+                r.raise_for_status()
+                body = _read_capped(r, MAX_SMALL_BODY, deadline, "for a model list")
+            models = [m["id"] for m in json.loads(body).get("data", [])]
+        except (httpx.HTTPError, _RetryableError) as exc:
             raise DistillError(
                 f"cannot reach an OpenAI-compatible server at {self.url} ({_why(exc)}); start "
                 "one (python -m sglang.launch_server --model-path BASE) or fix --server"
             ) from None
-        except (ValueError, KeyError, TypeError):
+        except (_BadReplyError, ValueError, KeyError, TypeError, AttributeError):
             raise DistillError(
                 f"{self.url}/models is not an OpenAI model list; fix --server"
             ) from None
@@ -202,8 +400,14 @@ class _Client:
             raise DistillError(f"{self.url} serves no model; pass --model")
         return str(models[0])
 
-    def answer(self, model: str, prompt: Prompt) -> dict[str, Any]:
-        """One chat completion, retried with jittered exponential backoff."""
+    def answer(self, model: str, prompt: Prompt) -> Answer:
+        """One chat completion, retried with jittered exponential backoff.
+
+        Raises:
+            _RetryableError: still failing after ``--retries`` attempts.
+            _BadReplyError: a reply that is not a chat completion with a string answer.
+            DistillError: a 4xx other than 429.
+        """
         from tenacity import (
             retry,
             retry_if_exception_type,
@@ -222,6 +426,8 @@ class _Client:
             body["top_k"] = self.opts.top_k  # SGLang and vLLM accept it
         if self.opts.seed is not None:
             body["seed"] = self.opts.seed
+        cap = body_cap(self.opts.max_tokens)
+        limits = f"for --max-tokens {self.opts.max_tokens}"
 
         @retry(
             retry=retry_if_exception_type(_RetryableError),
@@ -229,19 +435,20 @@ class _Client:
             wait=wait_random_exponential(multiplier=0.5, max=30),
             reraise=True,
         )
-        def post() -> dict[str, Any]:
+        def post() -> Answer:
             import httpx
 
+            deadline = time.monotonic() + self.opts.timeout
             try:
-                r = self.http.post(self.url + "/chat/completions", json=body)
+                with self.http.stream("POST", self.url + "/chat/completions", json=body) as r:
+                    if r.status_code == 429 or r.status_code >= 500:
+                        raise _RetryableError(f"HTTP {r.status_code}: {_head(r)}")
+                    if r.status_code >= 400:
+                        raise DistillError(f"HTTP {r.status_code}: {_head(r)}")
+                    data = _read_capped(r, cap, deadline, limits)
             except httpx.HTTPError as exc:
                 raise _RetryableError(_why(exc)) from None
-            if r.status_code == 429 or r.status_code >= 500:
-                raise _RetryableError(f"HTTP {r.status_code}: {r.text[:200]}")
-            if r.status_code >= 400:
-                raise DistillError(f"HTTP {r.status_code}: {r.text[:200]}")
-            doc: dict[str, Any] = r.json()
-            return doc
+            return parse_answer(data)
 
         return post()
 
@@ -250,20 +457,16 @@ class _Client:
 
 
 def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")[:200]
+    return _snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
 
 
-def _record(prompt: Prompt, doc: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
-    choice = doc["choices"][0]
-    content = choice["message"]["content"] or ""
-    reason = str(choice.get("finish_reason") or "")
-    tokens = int((doc.get("usage") or {}).get("completion_tokens") or 0)
+def _record(prompt: Prompt, answer: Answer) -> dict[str, Any]:
     rec: dict[str, Any] = {"id": prompt.id}
     if prompt.lang is not None:
         rec["lang"] = prompt.lang
-    rec["messages"] = [*prompt.messages, {"role": "assistant", "content": content}]
-    rec["finish_reason"] = reason
-    return rec, tokens, reason
+    rec["messages"] = [*prompt.messages, {"role": "assistant", "content": answer.content}]
+    rec["finish_reason"] = answer.finish_reason
+    return rec
 
 
 def distill(
@@ -285,11 +488,13 @@ def distill(
 
     if opts.concurrency < 1 or opts.retries < 1 or opts.max_tokens < 1:
         raise DistillError("--concurrency, --retries and --max-tokens must be at least 1")
+    if not 0 < opts.timeout < float("inf"):
+        raise DistillError(f"--timeout {opts.timeout} is not a positive number of seconds")
     if out.resolve() == prompts_file.resolve():
         raise DistillError("--out is the prompt file; inputs are never modified, choose another")
     prompts = read_prompts(prompts_file)
-    done = finished_ids(out)
-    todo = [p for p in prompts if p.id not in done]
+    state = read_out(out)  # refuses a file that is not ours before anything is written
+    todo = [p for p in prompts if p.id not in state.ids]
     result = DistillResult(out, len(prompts), len(prompts) - len(todo))
     client = _Client(server, opts, api_key)
     started = time.perf_counter()
@@ -299,9 +504,8 @@ def distill(
             "distilling %d prompts (%d already in %s) with %s at concurrency %d",
             len(todo), result.already_done, out, model, opts.concurrency,
         )  # fmt: skip
-        out.parent.mkdir(parents=True, exist_ok=True)
         with (
-            out.open("ab") as fh,
+            _open_for_append(out, state) as fh,
             progress(len(todo), "distill", unit="prompt", enabled=show_progress) as advance,
         ):
             streak = 0  # failures in a row: a dead server fails everything
@@ -313,17 +517,18 @@ def distill(
                     streak += 1
                     if streak >= DEAD_AFTER + opts.concurrency:
                         raise DistillError(
-                            f"the server stopped answering ({outcome}); {result.written} new "
-                            f"answers are kept in {out}; restart it and re-run the same command"
+                            f"the server stopped answering usably, {streak} prompts failed in a "
+                            f"row (last: {outcome}); {result.written} new answers are kept in "
+                            f"{out}; fix or restart it and re-run the same command"
                         )
                     continue
                 streak = 0
-                rec, tokens, reason = _record(prompt, outcome)
+                rec = _record(prompt, outcome)
                 fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode())
                 fh.flush()  # one whole line per record; a kill cuts at most the last
                 result.written += 1
-                result.completion_tokens += tokens
-                result.truncated += reason == "length"
+                result.completion_tokens += outcome.completion_tokens
+                result.truncated += outcome.finish_reason == "length"
             os.fsync(fh.fileno())
     finally:
         client.close()
@@ -339,10 +544,10 @@ def distill(
 
 def _answers(
     client: _Client, model: str, todo: list[Prompt], concurrency: int
-) -> Iterator[tuple[Prompt, dict[str, Any] | BaseException]]:
+) -> Iterator[tuple[Prompt, Answer | BaseException]]:
     """(prompt, response or its final error) in completion order, ``concurrency`` in flight."""
     stop = threading.Event()
-    pending: dict[Future[dict[str, Any]], Prompt] = {}
+    pending: dict[Future[Answer], Prompt] = {}
     queue = iter(todo)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         try:
