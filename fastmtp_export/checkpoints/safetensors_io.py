@@ -15,12 +15,15 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import math
+import re
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import CorruptShardError
 
@@ -118,8 +121,17 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
     """Parse a shard's header through ``read(begin, nbytes)`` (a file, or ranged HTTP),
     knowing the shard is ``size`` bytes; two reads, the data is never touched.
 
+    Accepts exactly the files the safetensors library accepts (tested against it), so a
+    shard SGLang or transformers would refuse is refused here, before any byte is read
+    into a draft: strict UTF-8 JSON, non-negative integer shapes and offsets, the
+    tensors tiling the data buffer from its first byte to the end of the file with no
+    hole or overlap. Two documented exceptions, both stricter: a tensor entry must be a
+    JSON object with a string dtype this version can read.
+
     Raises:
-        CorruptShardError: as :func:`read_header`.
+        CorruptShardError: as :func:`read_header`; also a malformed entry, ``__metadata__``
+            that is not a string-to-string map, or tensors that overlap, leave holes, or
+            stop short of the end of the file.
     """
     fix = "re-download or re-save this shard"
     raw_len = read(0, 8)
@@ -133,33 +145,41 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
         )
     raw = read(8, header_len)
     try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("header is not a JSON object")
+        doc = _header_json(raw)
     except ValueError as exc:
         raise CorruptShardError(
             f"shard {path.name} has an unreadable header ({exc}); {fix}"
         ) from exc
     data_start = 8 + header_len
-    metadata = doc.pop("__metadata__", None) or {}
+    metadata = _header_metadata(doc)
+    if metadata is None:
+        raise CorruptShardError(
+            f"shard {path.name} has a __metadata__ that is not one map of strings to strings; {fix}"
+        )
     tensors: dict[str, TensorInfo] = {}
     for name, entry in doc.items():
-        try:
-            dtype = str(entry["dtype"])
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
+        parsed = _tensor_entry(entry)
+        if parsed is None:
             raise CorruptShardError(
-                f"shard {path.name} has a malformed entry for {name!r}; {fix}"
-            ) from exc
-        numel = 1
-        for d in shape:
+                f"shard {path.name} has a malformed entry for {name!r} (not an object with "
+                f"a string dtype, a shape of non-negative ints and two data_offsets); {fix}"
+            )
+        dtype, shape, (begin, end) = parsed
+        numel, overflow = 1, False
+        for d in shape:  # the library multiplies in order, in 64 bits, and stops on overflow
             numel *= d
+            overflow = overflow or numel >= _USIZE_END
         expected = span_bytes(dtype, numel)
         if expected is None:
             raise CorruptShardError(
                 f"shard {path.name}: tensor {name!r} has dtype {dtype!r}, unknown to this "
                 "version of fastmtp-export; upgrade it, or re-save the checkpoint"
+            )
+        bits = numel * DTYPE_BITS.get(dtype, 8 * DTYPE_SIZES.get(dtype, 1))
+        if overflow or bits >= _USIZE_END or bits % 8:
+            raise CorruptShardError(
+                f"shard {path.name}: tensor {name!r} ({dtype}{list(shape)}) does not fill "
+                f"a whole number of bytes below 2**64; {fix}"
             )
         if end < begin or end - begin != expected:
             raise CorruptShardError(
@@ -172,7 +192,142 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
                 f"{data_start + end} but the file has {size} bytes; {fix}"
             )
         tensors[name] = TensorInfo(name, dtype, shape, data_start + begin, end - begin)
-    return Header(path, tensors, {str(k): str(v) for k, v in metadata.items()}, size)
+    _check_tiling(path, tensors, data_start, size, fix)
+    return Header(path, tensors, metadata, size)
+
+
+#: one past the largest value of the format's unsigned 64-bit integers
+_USIZE_END = 1 << 64
+#: deepest nesting of arrays and objects the safetensors library parses (serde_json's
+#: limit: 128 levels, the 128th refused)
+_MAX_JSON_DEPTH = 127
+#: the fields of a tensor entry; each may appear once (unknown fields are ignored)
+_ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object that remembers its repeated keys (the last value wins, as in serde)."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    if len(obj) < len(pairs):
+        counts = Counter(k for k, _ in pairs)
+        obj.repeated = frozenset(k for k, n in counts.items() if n > 1)
+    return obj
+
+
+class _NotUsize(float):
+    """A JSON integer that is not an unsigned 64-bit one (negative, ``-0``, or too big)."""
+
+
+def _json_int(text: str) -> int | float:
+    """JSON integers as serde_json reads them: the usize range stays ``int``."""
+    digits = text.removeprefix("-")
+    if text.startswith("-") or len(digits) > 20 or int(digits) >= _USIZE_END:
+        return _NotUsize(_json_float(text))
+    return int(digits)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _json_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _header_json(raw: bytes) -> _JsonObject:
+    """The header as the safetensors library reads it: strict UTF-8, standard JSON.
+
+    Raises:
+        ValueError: not UTF-8, not JSON, not an object, a lone surrogate escape, or
+            nested deeper than the library parses.
+    """
+    try:
+        doc = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_json_object,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(doc, _JsonObject):
+        raise ValueError("header is not a JSON object")
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {_MAX_JSON_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str) and _SURROGATE.search(text):
+                    raise ValueError("a string holds a lone UTF-16 surrogate escape")
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    if "__metadata__" in doc.repeated:
+        raise ValueError("__metadata__ appears twice")
+    return doc
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _header_metadata(doc: _JsonObject) -> dict[str, str] | None:
+    """Pop ``__metadata__`` (absent or ``null``: empty); ``None`` if not a str->str map."""
+    metadata = doc.pop("__metadata__", None)
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        return None
+    return dict(metadata)
+
+
+def _is_usize(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _USIZE_END
+
+
+def _tensor_entry(entry: Any) -> tuple[str, tuple[int, ...], tuple[int, int]] | None:
+    """``(dtype, shape, (begin, end))`` of a well-formed tensor entry, else ``None``."""
+    if not isinstance(entry, _JsonObject) or entry.repeated & _ENTRY_FIELDS:
+        return None
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or not isinstance(shape, list):
+        return None
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        return None
+    if not all(_is_usize(v) for v in (*shape, *offsets)):
+        return None
+    return dtype, tuple(shape), (offsets[0], offsets[1])
+
+
+def _check_tiling(
+    path: Path, tensors: dict[str, TensorInfo], data_start: int, size: int, fix: str
+) -> None:
+    """The tensors, ordered by offsets, cover the data buffer exactly: from its first
+    byte to the end of the file, no hole, no overlap (the library's own rule)."""
+    reached = data_start
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.begin + t.nbytes)):
+        if info.begin != reached:
+            what = "overlaps the tensor before it" if info.begin < reached else "leaves a hole"
+            raise CorruptShardError(
+                f"shard {path.name}: tensor {info.name!r} starts at byte {info.begin}, "
+                f"expected {reached} ({what}); {fix}"
+            )
+        reached += info.nbytes
+    if reached != size:
+        raise CorruptShardError(
+            f"shard {path.name} has {size - reached} bytes after its last tensor (ends at "
+            f"byte {reached}, the file has {size}); {fix}"
+        )
 
 
 @dataclass(frozen=True)

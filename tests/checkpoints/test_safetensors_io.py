@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -149,14 +150,51 @@ def test_unknown_dtype_is_reported_not_skipped(tmp_path: Path) -> None:
         read_header(path)
 
 
+def _raw_file(path: Path, header: Mapping[str, object], data: int) -> Path:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * data)
+    return path
+
+
 def test_sub_byte_dtypes_are_size_checked(tmp_path: Path) -> None:
-    for end, ok in ((3, True), (4, False)):  # F4[5] takes ceil(5 * 4 / 8) = 3 bytes
-        header = json.dumps({"w": {"dtype": "F4", "shape": [5], "data_offsets": [0, end]}})
-        raw = header.encode() + b" " * (-len(header) % 8)
-        path = tmp_path / f"f4-{end}.safetensors"
-        path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
-        if ok:
-            assert read_header(path).tensors["w"].shape == (5,)
+    # F4[6] takes 6 * 4 / 8 = 3 bytes; F4[5] ends mid-byte, which safetensors refuses
+    for shape, end, error in (
+        (6, 3, None), (6, 4, "spans 4 bytes but F4"), (5, 3, "whole number of bytes")
+    ):  # fmt: skip
+        header = {"w": {"dtype": "F4", "shape": [shape], "data_offsets": [0, end]}}
+        path = _raw_file(tmp_path / f"f4-{shape}-{end}.safetensors", header, end)
+        if error is None:
+            assert read_header(path).tensors["w"].shape == (shape,)
         else:
-            with pytest.raises(CorruptShardError, match="spans 4 bytes but F4"):
+            with pytest.raises(CorruptShardError, match=error):
                 read_header(path)
+
+
+def _entry(shape: list[int], begin: int, end: int) -> dict[str, object]:
+    return {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "error"),
+    [
+        ({"w": _entry([-2, -3], 0, 24)}, 24, "malformed entry for 'w'"),
+        ({"w": _entry([2], -8, 0)}, 8, "malformed entry for 'w'"),
+        ({"a": _entry([2], 0, 8), "b": _entry([2], 4, 12)}, 12, "'b' starts at byte"),
+        ({"a": _entry([2], 0, 8), "b": _entry([2], 12, 20)}, 20, "leaves a hole"),
+        ({"a": _entry([2], 4, 12)}, 12, "expected"),
+        ({"a": _entry([2], 0, 8)}, 12, "4 bytes after its last tensor"),
+        ({"__metadata__": {"n": 1}, "a": _entry([2], 0, 8)}, 8, "__metadata__"),
+    ],
+    ids=["negative-dims", "negative-offset", "overlap", "hole", "late-start", "trailing",
+         "metadata"],
+)  # fmt: skip
+def test_shapes_offsets_and_layout_are_strict(
+    tmp_path: Path, header: dict[str, object], data: int, error: str
+) -> None:
+    """Each of these was read before (issue 25): negative dims multiply to a positive
+    count, a negative offset points into the header, tensors overlapped or left holes."""
+    path = _raw_file(tmp_path / "model.safetensors", header, data)
+    with pytest.raises(CorruptShardError, match=error) as info:
+        read_header(path)
+    assert "model.safetensors" in str(info.value)
