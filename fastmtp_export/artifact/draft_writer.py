@@ -27,7 +27,7 @@ from .._version import __version__
 from ..checkpoints.checkpoint import INDEX_NAME, ShardReader, SourceCheckpoint
 from ..checkpoints.contract import SGLANG_CHAIN_FLAGS, require_contract
 from ..checkpoints.readers import MTPReader
-from ..checkpoints.readers.base import HeadPlan
+from ..checkpoints.readers.base import ConfigChanges, HeadPlan
 from ..checkpoints.safetensors_io import (
     CODE_NAMES,
     DTYPE_CODES,
@@ -157,6 +157,8 @@ def write_draft(
         for name, info in plan.tensors.items()
     )
     draft_config, changes = reader.draft_config(plan.source_config, dtype)
+    if plan.dropped:  # stale keys of the source config (a dequantized copy's)
+        changes = ConfigChanges((*plan.dropped, *changes.removed), changes.set)
     shapes = {s.name: s.shape for s in specs}
     require_contract(reader.contract_for(draft_config, shapes.keys()), draft_config, shapes)
 

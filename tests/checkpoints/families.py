@@ -257,12 +257,10 @@ LONGCAT_FLASH = {
     "norm_topk_prob": False,
     "num_nextn_predict_layers": 1,
     "rms_norm_eps": 1e-5,
+    # the release's: rope_theta only. SGLang's LongcatFlashConfig then leaves
+    # rope_parameters None under transformers 5.19, and SGLang's LongCat classes fail on
+    # `"rope_theta" in None`; the export's draft config adds the rope dict they need
     "rope_theta": 10000000.0,
-    # transformers 5.19's LongcatFlashConfig leaves rope_parameters None unless a dict
-    # arrives as rope_scaling, and SGLang's LongCat code (target and draft alike) then
-    # fails on `"rope_theta" in None`; the release's own config has the same problem
-    # with this transformers, so the case carries a default rope dict
-    "rope_scaling": {"rope_type": "default", "rope_theta": 10000000.0},
     "max_position_embeddings": 4096,
     "mla_scale_q_lora": True,
     "mla_scale_kv_lora": True,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from fastmtp_export.artifact.inspect import inspect_artifact
@@ -23,7 +23,15 @@ from fastmtp_export.checkpoints.synthetic import write_synthetic
 from fastmtp_export.cli import app
 
 from ..conftest import assert_one_line_error, export_cli, nothing_written, tree_digest
-from .families import CASES, DEEPSEEK_V3, MIMO_V2, QWEN3_NEXT, FamilyCase, qwen3_5
+from .families import (
+    CASES,
+    DEEPSEEK_V3,
+    LONGCAT_FLASH,
+    MIMO_V2,
+    QWEN3_NEXT,
+    FamilyCase,
+    qwen3_5,
+)  # fmt: skip
 from .trainer_checkpoints import write_specforge, write_speculators
 
 #: (family, MTP layer, release tensor name, draft name or None when not exported)
@@ -151,18 +159,104 @@ def test_a_checkpoint_without_its_nextn_layer_is_refused(runner: CliRunner, tmp_
     nothing_written(out)
 
 
-def test_a_quantized_checkpoint_is_refused_with_the_way_out(
-    runner: CliRunner, tmp_path: Path
-) -> None:
-    config = {
-        **DEEPSEEK_V3,
-        "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]},
-    }
+_FP8 = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}
+
+
+def _to_fp8(src: Path, config: dict[str, Any]) -> None:
+    """Make ``src``'s NextN layer what DeepSeek ships: fp8 2-D weights, each with its
+    ``weight_scale_inv`` (one fp32 scale per 128x128 block)."""
+    layer = f"model.layers.{config['num_hidden_layers']}."
+    index_path = src / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(src / shard)
+        for name in [n for n, t in tensors.items() if n.startswith(layer) and t.dim() == 2]:
+            if not name.endswith(".weight") or "norm" in name or "embed" in name:
+                continue
+            w = tensors[name]
+            tensors[name] = w.float().to(torch.float8_e4m3fn)
+            blocks = (-(-w.shape[0] // 128), -(-w.shape[1] // 128))
+            tensors[f"{name}_scale_inv"] = torch.ones(blocks, dtype=torch.float32)
+            index["weight_map"][f"{name}_scale_inv"] = shard
+        save_file(tensors, src / shard)
+    index_path.write_text(json.dumps(index))
+
+
+def test_a_quantized_head_is_refused_with_the_way_out(runner: CliRunner, tmp_path: Path) -> None:
+    """Judged by the tensors: fp8 weights and their scales, as the FP8 release ships them."""
+    config = {**DEEPSEEK_V3, "quantization_config": _FP8}
     src = write_synthetic(tmp_path / "src", "deepseek_v3", config)
+    _to_fp8(src, config)
     out = tmp_path / "draft"
     r = runner.invoke(app, ["export", str(src), "--out", str(out)])
-    assert_one_line_error(r, "is quantized (quantization_config.quant_method=fp8)", "bf16")
+    assert_one_line_error(
+        r, "is quantized (quantization_config.quant_method=fp8; MTP tensors in F8_E4M3)", "bf16"
+    )
     nothing_written(out)
+    del config["quantization_config"]  # no key at all: the tensors still say it
+    (src / "config.json").write_text(json.dumps(config))
+    r = runner.invoke(app, ["export", str(src), "--out", str(out)])
+    assert_one_line_error(r, "is quantized (MTP tensors in F8_E4M3)", "dequantize")
+    nothing_written(out)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_bf16_head_under_a_stale_quantization_config_exports(
+    runner: CliRunner, tmp_path: Path, nested: bool
+) -> None:
+    """DeepSeek's fp8_cast_bf16.py writes bf16 weights and no config.json, so the copy keeps
+    the FP8 release's config: the key is stale, named in a warning and left out."""
+    if nested:  # a VL release keeps the text model's config under text_config
+        config: dict[str, Any] = qwen3_5(moe=False)
+        config["text_config"] = {**config["text_config"], "quantization_config": _FP8}
+        family, key = "qwen3_5", "text_config.quantization_config"
+    else:
+        config = {**DEEPSEEK_V3, "quantization_config": _FP8}
+        family, key = "deepseek_v3", "quantization_config"
+    src = write_synthetic(tmp_path / "src", family, config)
+    before = tree_digest(src)
+    out = tmp_path / "draft"
+    r = runner.invoke(app, ["export", str(src), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"{key} in {src}/config.json says quant_method=fp8" in r.stderr
+    assert "MTP tensors are BF16: a stale key" in r.stderr
+    draft = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in draft
+    assert "quantization_config" not in draft.get("text_config", {})
+    manifest = json.loads((out / "fastmtp.json").read_text())
+    assert key in manifest["config_changes"]["removed"]
+    assert inspect_artifact(out).ok
+    assert tree_digest(src) == before
+
+
+def test_a_longcat_release_config_gets_the_rope_dict_sglang_needs(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """The release config has rope_theta only, which SGLang's LongCat classes cannot load
+    under the transformers it installs (tests/checkpoints/test_sglang_contract.py loads
+    the result); the draft config adds the dict, and inspect flags a draft without it."""
+    assert "rope_scaling" not in LONGCAT_FLASH  # the release-like case
+    assert "rope_parameters" not in LONGCAT_FLASH
+    src = write_synthetic(tmp_path / "src", "longcat_flash", LONGCAT_FLASH)
+    out = export_cli(src, tmp_path / "draft")
+    rope = {"rope_type": "default", "rope_theta": LONGCAT_FLASH["rope_theta"]}
+    draft = json.loads((out / "config.json").read_text())
+    assert draft["rope_scaling"] == rope
+    assert draft["rope_theta"] == LONGCAT_FLASH["rope_theta"]
+    manifest = json.loads((out / "fastmtp.json").read_text())
+    assert manifest["config_changes"]["set"]["rope_scaling"] == rope
+    assert inspect_artifact(out).ok
+    del draft["rope_scaling"]
+    (out / "config.json").write_text(json.dumps(draft))
+    problems = " ".join(inspect_artifact(out).problems)
+    assert "rope_theta but no rope_scaling dict" in problems
+    # a release that already carries a rope dict keeps it as it is
+    own = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 2.0}
+    src2 = write_synthetic(
+        tmp_path / "src2", "longcat_flash", {**LONGCAT_FLASH, "rope_scaling": own}
+    )
+    draft2 = json.loads((export_cli(src2, tmp_path / "draft2") / "config.json").read_text())
+    assert draft2["rope_scaling"] == own
 
 
 def test_multi_layer_families_export_every_layer_and_refuse_maps_and_mtp_layer(

@@ -14,6 +14,7 @@ family is adding a file under ``readers/`` with ``@register_reader``.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
@@ -24,6 +25,16 @@ from ...errors import ContractError, ShapeMismatchError, SourceError
 from ..checkpoint import SourceCheckpoint
 from ..contract import DraftContract, contract_problems, expected_shapes
 from ..safetensors_io import TensorInfo
+
+log = logging.getLogger(__name__)
+
+#: safetensors dtype codes of an unquantized head: export copies or converts these
+PLAIN_DTYPES = frozenset({"BF16", "F16", "F32", "F64"})
+#: name endings of quantized layouts' extra tensors (block scales, packed GPTQ/AWQ weights)
+QUANT_SUFFIXES = (
+    "weight_scale_inv", "weight_scale", "input_scale", ".qweight", ".qzeros", ".scales",
+    ".g_idx",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,10 @@ class HeadPlan:
     available_layers: tuple[int, ...]
     #: draft tensor name -> where its bytes are in the source
     tensors: Mapping[str, TensorInfo]
+    #: the source config, less ``dropped``
     source_config: Mapping[str, Any]
+    #: stale source config keys the draft config leaves out (``text_config.`` for nested)
+    dropped: tuple[str, ...] = ()
 
 
 class MTPReader(ABC):
@@ -178,7 +192,6 @@ class MTPReader(ABC):
             ContractError: the layer lacks tensors SGLang needs, or has extra ones.
             ShapeMismatchError: a tensor's shape disagrees with ``config.json``.
         """
-        refuse_quantized(ckpt)
         layers = self.mtp_layers(ckpt)
         if not layers:
             raise SourceError(
@@ -204,6 +217,7 @@ class MTPReader(ABC):
                 if dst := self.draft_name(src, ckpt.config, at):
                     names[dst] = src
         infos = {dst: ckpt.tensor(src) for dst, src in sorted(names.items())}
+        dropped = check_quantization(ckpt, infos)  # before the contract: scales are extra
         shapes = {dst: info.shape for dst, info in infos.items()}
         contract = self.contract_for(ckpt.config, shapes.keys())
         problems = contract_problems(contract, ckpt.config, shapes)
@@ -227,7 +241,8 @@ class MTPReader(ABC):
                 "(hidden_size / num_attention_heads / num_key_value_heads / head_dim / "
                 "intermediate_size); config.json and weights are from different models"
             )
-        return HeadPlan(self.family, contract, layer, layers, infos, dict(ckpt.config))
+        config = without_keys(ckpt.config, dropped)
+        return HeadPlan(self.family, contract, layer, layers, infos, config, dropped)
 
 
 def no_reference(family: str) -> str:
@@ -239,23 +254,63 @@ def no_reference(family: str) -> str:
     )
 
 
-def refuse_quantized(ckpt: SourceCheckpoint) -> None:
-    """Refuse a quantized source: its head is stored as low-bit blocks plus scales that
-    SGLang only reads with the same ``quantization_config``, which a draft does not keep.
+def quantization_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``quantization_config`` entries of ``config`` (top level, or a VL ``text_config``)."""
+    found: dict[str, Any] = {}
+    if "quantization_config" in config:
+        found["quantization_config"] = config["quantization_config"]
+    text = config.get("text_config")
+    if isinstance(text, Mapping) and "quantization_config" in text:
+        found["text_config.quantization_config"] = text["quantization_config"]
+    return found
+
+
+def without_keys(config: Mapping[str, Any], keys: Collection[str]) -> dict[str, Any]:
+    """``config`` less ``keys`` (``text_config.KEY`` for a nested one)."""
+    cfg = dict(config)
+    for key in keys:
+        if key.startswith("text_config."):
+            cfg["text_config"] = {
+                k: v for k, v in cfg["text_config"].items() if k != key.split(".", 1)[1]
+            }
+        else:
+            cfg.pop(key, None)
+    return cfg
+
+
+def check_quantization(ckpt: SourceCheckpoint, infos: Mapping[str, TensorInfo]) -> tuple[str, ...]:
+    """Judge quantization by the MTP tensors themselves, not by ``config.json`` alone.
+
+    A quantized head (fp8/int blocks plus scales) is refused: SGLang reads it only with
+    the same ``quantization_config``, and ``--dtype`` cannot dequantize it. An
+    unquantized head under a ``quantization_config`` (a bf16 copy made with DeepSeek's
+    ``fp8_cast_bf16.py`` keeps the release config) exports; the key is stale, so it is
+    named in a warning and returned for the draft config to leave out.
 
     Raises:
-        SourceError: ``config.json`` has a ``quantization_config``.
+        SourceError: an MTP tensor has a quantized dtype or is a quantization scale.
     """
-    quant = ckpt.config.get("quantization_config")
-    if quant is None:
-        quant = (ckpt.config.get("text_config") or {}).get("quantization_config")
-    if quant is not None:
-        method = quant.get("quant_method", "?") if isinstance(quant, Mapping) else "?"
+    keys = quantization_keys(ckpt.config)
+    first = next(iter(keys.values()), None)
+    method = first.get("quant_method", "?") if isinstance(first, Mapping) else "?"
+    codes = sorted({i.dtype for i in infos.values()} - PLAIN_DTYPES)
+    scales = sorted(n for n in infos if n.endswith(QUANT_SUFFIXES))
+    if codes or scales:
+        why = f"MTP tensors in {', '.join(codes)}" if codes else f"scale tensor {scales[0]}"
+        how = f"quantization_config.quant_method={method}; " if keys else ""
         raise SourceError(
-            f"source {ckpt.path} is quantized (quantization_config.quant_method={method}); "
-            "export copies bf16/fp16/fp32 heads only: pass the unquantized (bf16) release "
-            "or dequantize it first"
+            f"source {ckpt.path} is quantized ({how}{why}); export copies bf16/fp16/fp32 "
+            "heads only: pass the unquantized (bf16) release or dequantize it first"
         )
+    if keys:
+        plain = ", ".join(sorted({i.dtype for i in infos.values()}))
+        log.warning(
+            "%s in %s/config.json says quant_method=%s, but the MTP tensors are %s: a stale "
+            "key (a dequantized copy keeps the release config); exporting the head as it "
+            "is, and the draft config leaves the key out",
+            " and ".join(keys), ckpt.path, method, plain,
+        )  # fmt: skip
+    return tuple(keys)
 
 
 class ReleaseConfigReader(MTPReader):

@@ -4,7 +4,8 @@ SGLang 0.5.23 serves it with ``DeepseekV3ForCausalLMNextN``
 (``sglang/srt/models/deepseek_nextn.py``): multi-head latent attention with a low-rank
 query, and a mixture of experts (per expert, a shared expert, a sigmoid router with a
 score-correction bias), whatever ``first_k_dense_replace`` says. The official release is
-FP8 (``quantization_config``), which export refuses: pass a bf16 copy.
+FP8, which export refuses (judged by the tensors): pass a bf16 copy, whose stale
+``quantization_config`` the draft config leaves out.
 """
 
 from __future__ import annotations

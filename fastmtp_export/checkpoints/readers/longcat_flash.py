@@ -5,7 +5,8 @@ SGLang 0.5.23 serves it with ``LongcatFlashForCausalLMNextN``
 ``enorm.m`` / ``hnorm.m``, DeepSeek's multi-head latent attention, and a dense MLP under
 ``transformer_layer.mlp``. The loader reads layer 0 only and keeps the release's names;
 the draft config is the release's (``ModelConfig`` sets ``num_hidden_layers`` from
-``num_nextn_predict_layers`` when it loads a draft) minus ``auto_map``. The release's
+``num_nextn_predict_layers`` when it loads a draft) minus ``auto_map``, plus a rope dict
+(:func:`rope_dict`) where the release has ``rope_theta`` only. The release's
 ``model.mtp.embed_tokens`` copy is not exported: the embedding and head come from the
 target.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..contract import DraftContract, int_field
 from . import register_reader
-from .base import ReleaseConfigReader
+from .base import ConfigChanges, ReleaseConfigReader
 from .layouts import MLA_LEGEND, dense_mlp, layer_norms, mla_attention, mla_dims
 
 _L = "model.mtp.layers.0."
@@ -61,3 +62,40 @@ class LongcatFlashReader(ReleaseConfigReader):
     PREFIX_REMAP = (("model.mtp.layers.{layer}.", _L), ("model.mtp.norm.", "model.mtp.norm."))
     SHARED = ("model.mtp.embed_tokens.weight",)
     MARKER = "model.mtp.layers.*"
+
+    def draft_config(
+        self, config: Mapping[str, Any], dtype: str | None
+    ) -> tuple[dict[str, Any], ConfigChanges]:
+        cfg, changes = super().draft_config(config, dtype)
+        rope = rope_dict(cfg)
+        if rope is None:
+            return cfg, changes
+        cfg["rope_scaling"] = rope
+        return cfg, ConfigChanges(
+            changes.removed, dict(sorted({**changes.set, "rope_scaling": rope}.items()))
+        )
+
+    def draft_config_problems(self, config: Mapping[str, Any]) -> list[str]:
+        problems = super().draft_config_problems(config)
+        if rope_dict(config) is not None:
+            problems.append(
+                "config.json has rope_theta but no rope_scaling dict: SGLang's "
+                "LongcatFlashForCausalLMNextN fails on it (rope_parameters is None); re-export"
+            )
+        return problems
+
+
+def rope_dict(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The rope dict a config with ``rope_theta`` only needs, else ``None``.
+
+    The LongCat-Flash release config has ``rope_theta`` only. SGLang 0.5.23 builds it
+    with its own ``LongcatFlashConfig``, which under the transformers it installs (5.x,
+    where ``rope_scaling`` is an alias of ``rope_parameters``) leaves
+    ``rope_parameters`` None, and the target and draft classes alike then fail on
+    ``"rope_theta" in None``. A ``rope_scaling`` dict fills both (docs/format.md).
+    """
+    if config.get("rope_scaling") is not None or config.get("rope_parameters") is not None:
+        return None
+    if "rope_theta" not in config:
+        return None
+    return {"rope_type": "default", "rope_theta": config["rope_theta"]}
