@@ -13,7 +13,12 @@ model runner does at start-up, minus the server:
    the target (the embedding and head);
 4. for each tensor, load all the others into a fresh NaN-filled model: a tensor whose
    absence leaves fewer elements unfilled than it holds was ignored (SGLang skips names
-   it does not know without a word) or only partly used;
+   it does not know without a word) or only partly used. The loader's own answers to
+   a missing tensor are the only ones counted: parameters left unfilled, or the one
+   refusal a class makes for it (``Step3p5MTP``: "Some parameters like P are not in
+   the checkpoint", P one of its parameters). Any other exception is a probe error
+   (:class:`ProbeError`, the draft's result is an error): counting it as "used" would
+   report every tensor used whenever the probe itself is broken;
 5. call ``set_embed_and_head(embed, head)`` as ``EagleDraftWorker.init_lm_head`` does
    with a reduced ``[K, H]`` head, and report whether ``model.lm_head.weight`` is then
    that tensor: the plugin rebinds exactly that attribute to swap vocabularies.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -93,6 +99,27 @@ def init_sglang() -> None:
     initialize_model_parallel(backend="gloo")
 
 
+#: the refusal SGLang's ``Step3p5MTP.load_weights`` raises (a ``RuntimeError``) when a
+#: parameter received no tensor; the other draft classes leave such a parameter as it is
+MISSING_REFUSAL = re.compile(r"Some parameters like (\S+) are not in the checkpoint\b")
+
+
+class ProbeError(RuntimeError):
+    """Loading a draft without one tensor failed for another reason than its absence."""
+
+
+def _refuses_missing(exc: Exception, params: dict[str, torch.Tensor]) -> bool:
+    """``exc`` is the loader's own refusal of a checkpoint that lacks a parameter's tensor.
+
+    A ``KeyError`` is not: the loaders raise it for a name they have no parameter for
+    (an extra tensor), which the full load would already have raised.
+    """
+    if type(exc) is not RuntimeError:
+        return False
+    found = MISSING_REFUSAL.match(str(exc))
+    return found is not None and found.group(1) in params
+
+
 def _nan_count(params: dict[str, torch.Tensor]) -> int:
     return sum(int(torch.isnan(p).sum()) for p in params.values() if p.is_floating_point())
 
@@ -120,13 +147,18 @@ def _runner(
     unfilled = sorted(n for n, p in params.items() if p.is_floating_point() and p.isnan().any())
     # leave one out: a tensor SGLang uses leaves at least its own size unfilled when
     # missing (more where the loader fuses it with another, as MLA's q_a/kv_a), or makes
-    # the loader refuse; one it ignores changes nothing
+    # the loader refuse the checkpoint for a missing parameter; one it ignores changes
+    # nothing; any other failure is the probe's, never evidence of use
     used = set()
     for name, (source, t) in weights.items():
         probe, probe_params = _fresh(cls, hf_config, **kw)
         try:
             probe.load_weights([(n, w) for n, (_, w) in weights.items() if n != name])
-        except Exception:  # the class refuses a checkpoint without it: it is used
+        except Exception as exc:
+            if not _refuses_missing(exc, probe_params):
+                raise ProbeError(
+                    f"{cls.__name__}.load_weights without {source}: {type(exc).__name__}: {exc}"
+                ) from exc
             used.add(source)
             continue
         if _nan_count(probe_params) - full >= t.numel():
