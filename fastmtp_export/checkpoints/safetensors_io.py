@@ -15,17 +15,15 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import math
-import re
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import CorruptShardError
+from .header_json import USIZE_END, header_json, header_metadata, tensor_entry
 
 if TYPE_CHECKING:
     import torch
@@ -145,20 +143,20 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
         )
     raw = read(8, header_len)
     try:
-        doc = _header_json(raw)
+        doc = header_json(raw)
     except ValueError as exc:
         raise CorruptShardError(
             f"shard {path.name} has an unreadable header ({exc}); {fix}"
         ) from exc
     data_start = 8 + header_len
-    metadata = _header_metadata(doc)
+    metadata = header_metadata(doc)
     if metadata is None:
         raise CorruptShardError(
             f"shard {path.name} has a __metadata__ that is not one map of strings to strings; {fix}"
         )
     tensors: dict[str, TensorInfo] = {}
     for name, entry in doc.items():
-        parsed = _tensor_entry(entry)
+        parsed = tensor_entry(entry)
         if parsed is None:
             raise CorruptShardError(
                 f"shard {path.name} has a malformed entry for {name!r} (not an object with "
@@ -168,7 +166,7 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
         numel, overflow = 1, False
         for d in shape:  # the library multiplies in order, in 64 bits, and stops on overflow
             numel *= d
-            overflow = overflow or numel >= _USIZE_END
+            overflow = overflow or numel >= USIZE_END
         expected = span_bytes(dtype, numel)
         if expected is None:
             raise CorruptShardError(
@@ -176,7 +174,7 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
                 "version of fastmtp-export; upgrade it, or re-save the checkpoint"
             )
         bits = numel * DTYPE_BITS.get(dtype, 8 * DTYPE_SIZES.get(dtype, 1))
-        if overflow or bits >= _USIZE_END or bits % 8:
+        if overflow or bits >= USIZE_END or bits % 8:
             raise CorruptShardError(
                 f"shard {path.name}: tensor {name!r} ({dtype}{list(shape)}) does not fill "
                 f"a whole number of bytes below 2**64; {fix}"
@@ -194,119 +192,6 @@ def parse_header(path: Path, size: int, read: Callable[[int, int], bytes]) -> He
         tensors[name] = TensorInfo(name, dtype, shape, data_start + begin, end - begin)
     _check_tiling(path, tensors, data_start, size, fix)
     return Header(path, tensors, metadata, size)
-
-
-#: one past the largest value of the format's unsigned 64-bit integers
-_USIZE_END = 1 << 64
-#: deepest nesting of arrays and objects the safetensors library parses (serde_json's
-#: limit: 128 levels, the 128th refused)
-_MAX_JSON_DEPTH = 127
-#: the fields of a tensor entry; each may appear once (unknown fields are ignored)
-_ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
-
-
-class _JsonObject(dict[str, Any]):
-    """A JSON object that remembers its repeated keys (the last value wins, as in serde)."""
-
-    repeated: frozenset[str] = frozenset()
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
-    obj = _JsonObject(pairs)
-    if len(obj) < len(pairs):
-        counts = Counter(k for k, _ in pairs)
-        obj.repeated = frozenset(k for k, n in counts.items() if n > 1)
-    return obj
-
-
-class _NotUsize(float):
-    """A JSON integer that is not an unsigned 64-bit one (negative, ``-0``, or too big)."""
-
-
-def _json_int(text: str) -> int | float:
-    """JSON integers as serde_json reads them: the usize range stays ``int``."""
-    digits = text.removeprefix("-")
-    if text.startswith("-") or len(digits) > 20 or int(digits) >= _USIZE_END:
-        return _NotUsize(_json_float(text))
-    return int(digits)
-
-
-def _json_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number out of range: {text[:20]}")
-    return value
-
-
-def _json_constant(text: str) -> float:
-    raise ValueError(f"{text} is not JSON")
-
-
-def _header_json(raw: bytes) -> _JsonObject:
-    """The header as the safetensors library reads it: strict UTF-8, standard JSON.
-
-    Raises:
-        ValueError: not UTF-8, not JSON, not an object, a lone surrogate escape, or
-            nested deeper than the library parses.
-    """
-    try:
-        doc = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_json_object,
-            parse_int=_json_int,
-            parse_float=_json_float,
-            parse_constant=_json_constant,
-        )
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    if not isinstance(doc, _JsonObject):
-        raise ValueError("header is not a JSON object")
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > _MAX_JSON_DEPTH:
-            raise ValueError(f"nested deeper than {_MAX_JSON_DEPTH} levels")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            for text in (key, item):
-                if isinstance(text, str) and _SURROGATE.search(text):
-                    raise ValueError("a string holds a lone UTF-16 surrogate escape")
-            if isinstance(item, (dict, list)):
-                stack.append((item, depth + 1))
-    if "__metadata__" in doc.repeated:
-        raise ValueError("__metadata__ appears twice")
-    return doc
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _header_metadata(doc: _JsonObject) -> dict[str, str] | None:
-    """Pop ``__metadata__`` (absent or ``null``: empty); ``None`` if not a str->str map."""
-    metadata = doc.pop("__metadata__", None)
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        return None
-    return dict(metadata)
-
-
-def _is_usize(value: Any) -> bool:
-    return type(value) is int and 0 <= value < _USIZE_END
-
-
-def _tensor_entry(entry: Any) -> tuple[str, tuple[int, ...], tuple[int, int]] | None:
-    """``(dtype, shape, (begin, end))`` of a well-formed tensor entry, else ``None``."""
-    if not isinstance(entry, _JsonObject) or entry.repeated & _ENTRY_FIELDS:
-        return None
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(dtype, str) or not isinstance(shape, list):
-        return None
-    if not isinstance(offsets, list) or len(offsets) != 2:
-        return None
-    if not all(_is_usize(v) for v in (*shape, *offsets)):
-        return None
-    return dtype, tuple(shape), (offsets[0], offsets[1])
 
 
 def _check_tiling(
