@@ -99,8 +99,10 @@ def load_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     try:
         state = TrainState.model_validate(raw)
     except ValidationError as exc:
+        if not isinstance(raw, dict):
+            raise _refuse(path, f"it holds a {type(raw).__name__}, not a dict") from None
         err = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in err["loc"]) or "the file"
+        where = ".".join(str(part) for part in err["loc"])
         raise _refuse(path, f"{where}: {err['msg']}") from None
     saved = state.identity
     changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
@@ -188,7 +190,10 @@ def _check_same_layout(path: Path, where: str, saved: dict[str, Any], live: dict
         raise _refuse(path, f"{where} keys differ from this version's: {diff[:3]}")
     for key, value in live.items():
         if not _same_kind(saved[key], value):
-            raise _refuse(path, f"{where}.{key} is {saved[key]!r:.40}, expected {value!r:.40}")
+            want = type(value).__name__
+            if isinstance(value, (list, tuple)):
+                want += f" of {len(value)} " + "/".join(sorted({type(v).__name__ for v in value}))
+            raise _refuse(path, f"{where}.{key} is {saved[key]!r:.40}, expected a {want}")
 
 
 def _same_kind(saved: Any, live: Any) -> bool:

@@ -117,8 +117,8 @@ def _drop(*path: Any) -> Callable[[Any], None]:
 
 
 SHAPE_CASES: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "a list": (lambda raw: [raw], "the file"),
-    "a tensor": (lambda raw: torch.zeros(3), "the file"),
+    "a list": (lambda raw: [raw], "it holds a list, not a dict"),
+    "a tensor": (lambda raw: torch.zeros(3), "it holds a Tensor, not a dict"),
     "negative step": (_set("step", value=-1), "step"),
     "zero step": (_set("step", value=0), "step"),
     "float step": (_set("step", value=2.0), "step"),
