@@ -19,6 +19,8 @@ modules importing sglang.
 7. ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of the
    prompt text (or of its decoded ids, for chat requests) when the client gave no
    ``draft_lang`` and store it in the request's ``custom_params``.
+8. ``TokenizerManager.__init__`` (AFTER): start fetching a repo-id draft's manifest and
+   maps in a background thread, so that 7, on the event loop, never waits on the Hub.
 
 Between rounds SGLang carries each request's next draft token (``topk_index``) in the
 draft head's slot space. The hooks keep it in full-vocabulary ids instead, converting
@@ -31,7 +33,7 @@ unchanged whatever the set.
 from __future__ import annotations
 
 from . import guard
-from .detect import detect_before
+from .detect import detect_before, tokenizer_manager_init_after
 from .draft import decode_extend_after, draft_before, prefill_around
 from .guard import guard_before
 from .startup import init_lm_head_after, init_token_map_around
@@ -49,6 +51,7 @@ __all__ = [
     "prefill_around",
     "register",
     "register_guard",
+    "tokenizer_manager_init_after",
 ]
 
 
@@ -71,3 +74,4 @@ def register() -> None:
     HookRegistry.register(TARGETS["prefill"], prefill_around, HookType.AROUND)
     HookRegistry.register(TARGETS["decode_extend"], decode_extend_after, HookType.AFTER)
     HookRegistry.register(TARGETS["detect"], detect_before, HookType.BEFORE)
+    HookRegistry.register(TARGETS["fetch"], tokenizer_manager_init_after, HookType.AFTER)

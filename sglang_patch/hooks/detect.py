@@ -1,18 +1,26 @@
-"""Seam 7, ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of
-the prompt text (or of its decoded ids, for chat requests) when the client gave no
-``draft_lang``, and store it in the request's ``custom_params``."""
+"""Seams 7 and 8: language detection in the tokenizer manager.
+
+7. ``TokenizerManager._create_tokenized_object`` (BEFORE): detect the language of the
+   prompt text (or of its decoded ids, for chat requests) when the client gave no
+   ``draft_lang``, and store it in the request's ``custom_params``.
+8. ``TokenizerManager.__init__`` (AFTER): start fetching a repo-id draft's manifest and
+   maps in a background thread, so that seam 7, on SGLang's event loop, never waits on
+   the Hub: until the fetch is done, requests are not detected (one warning).
+"""
 
 from __future__ import annotations
 
-import functools
+import logging
 from typing import Any
 
 from fastmtp_export.maps.lang import LanguageDetector
 
 from ..choice import PARAM
-from ..draft_source import resolve_draft
+from ..draft_source import PendingError, resolve_draft, start_resolving
 from ..settings import artifact_maps
 from .report import failed_once
+
+log = logging.getLogger("sglang_patch")
 
 #: prompt ids decoded for detection when a request has no text (the detector reads the
 #: last 4096 characters; 1024 ids cover that in every tokenizer we know)
@@ -61,11 +69,45 @@ def _detect(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) 
         params["custom_params"] = {**(custom if isinstance(custom, dict) else {}), PARAM: lang}
 
 
-@functools.cache
-def _detector(draft: str | None, revision: str | None) -> LanguageDetector | None:
+def tokenizer_manager_init_after(result: Any, manager: Any, *args: Any, **kwargs: Any) -> Any:
+    """Start fetching a repo-id draft's manifest and maps off the event loop; never fails."""
     try:
-        draft_dir = resolve_draft(draft, revision)
+        args_ = manager.server_args
+        if str(getattr(args_, "speculative_algorithm", None) or "").upper() in ("EAGLE", "NEXTN"):
+            start_resolving(
+                getattr(args_, "speculative_draft_model_path", None),
+                getattr(args_, "speculative_draft_model_revision", None),
+            )
+    except Exception:
+        failed_once("starting the draft's fetch")
+    return result
+
+
+#: detectors by (draft path, revision), once the draft's files are settled
+_detectors: dict[tuple[str | None, str | None], LanguageDetector | None] = {}
+_pending_said = False
+
+
+def _detector(draft: str | None, revision: str | None) -> LanguageDetector | None:
+    """The detector over the artifact's languages; ``None`` without maps, and while a
+    repo-id draft's fetch is running (never waits: this runs on the event loop)."""
+    global _pending_said
+    key = (draft, revision)
+    if key in _detectors:
+        return _detectors[key]
+    try:
+        draft_dir = resolve_draft(draft, revision, wait=False)
         found = artifact_maps(draft_dir) if draft_dir is not None else None
-    except Exception:  # the scheduler reports a broken artifact; detection stays off
+    except PendingError as exc:
+        if not _pending_said:
+            _pending_said = True
+            log.warning(
+                "%s; requests are not language-detected until then (they draft with the "
+                "default language; output unchanged)",
+                exc,
+            )
         return None
-    return LanguageDetector(sorted(found.maps)) if found is not None else None
+    except Exception:  # the scheduler reports a broken artifact; detection stays off
+        found = None
+    _detectors[key] = LanguageDetector(sorted(found.maps)) if found is not None else None
+    return _detectors[key]

@@ -1,7 +1,9 @@
 """Seam 1, ``Scheduler.__init__`` (BEFORE): start-up checks where raising stops the server.
 
 An artifact on an unsupported SGLang version, a partial hook set, a draft loaded from
-a base without MTP tensors; says once why the plugin stays idle.
+a base without MTP tensors; says once why the plugin stays idle. A repo-id draft's
+manifest and maps are fetched here, before SGLang loads anything (bounded by
+``FASTMTP_HUB_TIMEOUT``), and SGLang's weight download is pinned to their commit.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..draft_source import incomplete_shared_snapshot
+from fastmtp_export.errors import FastMTPError
+
+from ..draft_source import draft_fetch, incomplete_shared_snapshot
 from ..settings import ENABLE_ENV, base_mtp_tensors, idle_reason
 from .targets import TARGETS
 
@@ -44,7 +48,11 @@ def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) ->
         _check_base_draft(str(model))
         return None
     revision = getattr(server_args, "speculative_draft_model_revision", None)
-    partial = incomplete_shared_snapshot(str(draft), revision)
+    try:  # a repo id: its manifest and maps, fetched here (bounded) at a checked commit
+        fetched = draft_fetch(str(draft), revision)
+    except FastMTPError:
+        fetched = None  # idle_reason says why
+    partial = incomplete_shared_snapshot(str(draft), fetched.commit if fetched else revision)
     if partial is not None:
         raise RuntimeError(
             f"fastmtp: the Hugging Face cache holds an incomplete snapshot of {draft} "
@@ -67,7 +75,34 @@ def guard_before(scheduler: Any, server_args: Any, *args: Any, **kwargs: Any) ->
             f"{ENABLE_ENV}=0 to draft over the full vocabulary"
         )
     refuse_partial_hooks()
+    if fetched is not None and fetched.commit != revision:
+        pin_draft_revision(str(draft), fetched.commit)
     return None
+
+
+def pin_draft_revision(draft: str, commit: str) -> None:
+    """Make this scheduler load the draft's config and weights from ``commit``, the commit
+    the maps were read from (SGLang resolves ``--speculative-draft-model-revision``, a
+    branch, by itself when it downloads them, later in ``Scheduler.__init__``).
+
+    SGLang 0.5.23 reads that revision from the published config
+    (``get_spec().speculative_draft_model_revision``: ``TpModelWorker._init_model_config``
+    for the draft worker); ``RuntimeContext.override`` is its own way to change a
+    resolved value after start-up (the raw ``ServerArgs`` stay sealed).
+    """
+    try:
+        from sglang.srt.runtime_context import get_context
+
+        get_context().override("fastmtp.draft_commit", speculative_draft_model_revision=commit)
+    except Exception as exc:  # a moved seam: say that the commits may differ
+        log.warning(
+            "fastmtp: could not pin the draft's weights to commit %s, the commit of its "
+            "maps (%s); pin --speculative-draft-model-revision to a commit",
+            commit,
+            exc,
+        )
+        return
+    log.info("fastmtp: draft %s: weights and maps from commit %s", draft, commit)
 
 
 def _multi_layer_eagle(server_args: Any) -> bool:

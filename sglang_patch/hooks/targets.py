@@ -4,6 +4,7 @@ worker attribute that carries the bank. Imports nothing, so the tests can read i
 from __future__ import annotations
 
 _WORKER = "sglang.srt.speculative.eagle_worker_v2.EagleDraftWorker"
+_TOKENIZER = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
 #: the start-up guard, registered on every SGLang version (a stable, public constructor)
 GUARD_TARGET = "sglang.srt.managers.scheduler.Scheduler.__init__"
 TARGETS = {
@@ -13,6 +14,7 @@ TARGETS = {
     "draft": f"{_WORKER}.draft",
     "prefill": f"{_WORKER}._draft_extend_for_prefill",
     "decode_extend": f"{_WORKER}._draft_extend_for_decode",
-    "detect": "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokenized_object",
+    "detect": f"{_TOKENIZER}._create_tokenized_object",
+    "fetch": f"{_TOKENIZER}.__init__",
 }
 BANK_ATTR = "_fastmtp_bank"

@@ -3,13 +3,14 @@
 The oracle artifact is published on the local Hub (tests/hub/fake_hub.py, real HTTP);
 a real SGLang lane server gets the repo id with ``HF_ENDPOINT`` pointing there and an
 empty ``HF_HOME``. SGLang downloads the draft's config and weights itself; the plugin
-fetches the same repository's manifest, config and maps into the same cache and
-activates. Then the same again with ``HF_HUB_OFFLINE=1`` on the warm cache: not one
-request reaches the Hub.
+fetches the same repository's manifest, config and maps into its own cache, at the
+commit it resolved, pins SGLang's weights to that commit, and activates. Then the same
+again with ``HF_HUB_OFFLINE=1`` on the warm cache: not one request reaches the Hub.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,10 +80,22 @@ def _check_serving(lane: Lane, server: Server, plain: dict[Case, dict[str, Any]]
 def test_a_repo_id_draft_activates_the_plugin(
     lane: Lane, hub: FakeHub, home: Path, oracle_plain: dict[Case, dict[str, Any]]
 ) -> None:
+    oid = hub.repos[REPO].commits[-1].oid
     for server in _by_repo_id(lane, hub, home):
         _check_serving(lane, server, oracle_plain)
-    fetched = {r.path.rsplit("/", 1)[-1] for r in hub.requests if "/resolve/" in r.path}
-    assert {"fastmtp.json", "freq_en_128.pt", "freq_zh_128.pt", "model.safetensors"} <= fetched
+        # the scheduler pinned SGLang's draft revision to the commit the maps came from
+        status, body = server.get("/server_info")
+        assert status == 200
+        [state] = json.loads(body)["internal_states"]
+        assert state["speculative_draft_model_revision"] == oid
+    fetched = {
+        tuple(r.path.split("/resolve/", 1)[1].split("/", 1))
+        for r in hub.requests
+        if "/resolve/" in r.path and r.method == "GET"
+    }
+    wanted = {"fastmtp.json", "freq_en_128.pt", "freq_zh_128.pt", "model.safetensors"}
+    assert {(oid, name) for name in wanted} <= fetched  # weights and maps by one commit
+    assert not {name for rev, name in fetched if rev != oid} & wanted
     # SGLang's weights in the shared cache, the plugin's maps in its own (see the next file)
     [shared] = (home / "hub" / "models--bob--oracle-draft" / "snapshots").iterdir()
     assert sorted(p.name for p in shared.glob("*.pt")) == []

@@ -67,8 +67,9 @@ def test_hooked_seams_exist_and_load_plugins_applies_them() -> None:
     assert out["targets"]["prefill"][:2] == ["self", "batch"]
     assert out["targets"]["decode_extend"][:3] == ["self", "batch", "batch_result"]
     assert out["targets"]["detect"][:4] == ["self", "obj", "input_text", "input_ids"]
+    assert out["targets"]["fetch"][:3] == ["self", "server_args", "port_args"]
     assert out["entry_point"] == "sglang_patch.plugin:register"
-    assert len(out["patched"]) == len(out["targets"]) == 7, out  # entry point ran, hooks applied
+    assert len(out["patched"]) == len(out["targets"]) == 8, out  # entry point ran, hooks applied
 
 
 def test_unsupported_sglang_registers_only_the_refusing_guard() -> None:

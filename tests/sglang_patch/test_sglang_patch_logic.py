@@ -539,7 +539,7 @@ def test_guard_says_why_the_plugin_is_idle(
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)  # a repo id must not reach any network
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(hf, "HF_HOME", str(tmp_path / "hf-home"))
-    draft_source._snapshot.cache_clear()
+    draft_source.forget_fetches()
     plain = tmp_path / "plain"
     export_draft(tiny_source, plain)
     with caplog.at_level(logging.INFO, logger="sglang_patch"):
