@@ -14,8 +14,13 @@ ranges) it serves ``/api/models/{repo}[/revision/{rev}]`` with file sizes,
 (``X-Repo-Commit``, ``ETag``, ``Content-Length``) and its error codes
 (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``).
 :meth:`FakeHub.add_model` seeds a repository; :attr:`FakeHub.served` counts the file
-bytes sent; :attr:`FakeHub.cut_ranges_after` breaks a ranged transfer mid-way (the
-connection closes).
+bytes sent. Switches make it misbehave as a broken mirror or a hostile proxy would:
+:attr:`~FakeHub.cut_ranges_after` (with :attr:`~FakeHub.cut_times`) breaks ranged
+transfers mid-way (the connection closes), :attr:`~FakeHub.fail_ranges` answers ranged
+GETs with an error status, :attr:`~FakeHub.sha_override` returns another commit id,
+:attr:`~FakeHub.range_shift` serves (and declares) another range than asked,
+:attr:`~FakeHub.oversize_ranges` sends more than asked (without a length), and
+:attr:`~FakeHub.hang` accepts requests and never answers.
 
 Users: tokens ``hf_alice`` and :data:`SENTINEL_TOKEN` are alice (writes ``alice/*``);
 any other token is rejected with 401. ``bob/*`` repositories exist but belong to
@@ -93,6 +98,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     authorization: str | None
+    range: str | None = None
 
 
 class FakeHub:
@@ -106,6 +112,24 @@ class FakeHub:
         self.served: list[tuple[str, int]] = []
         #: send at most this many bytes of a ranged GET, then close the connection
         self.cut_ranges_after: int | None = None
+        #: make only this many cuts (``None``: cut every ranged GET longer than that)
+        self.cut_times: int | None = None
+        self.cuts = 0
+        #: (status, times): the first ``times`` ranged GETs answer ``status``, no body
+        self.fail_ranges: tuple[int, int] | None = None
+        #: the commit id ``model_info`` returns instead of the real one
+        self.sha_override: str | None = None
+        #: serve the range this many bytes later than asked (declared in Content-Range)
+        self.range_shift = 0
+        #: after a range, send this many extra bytes (no Content-Length: until close)
+        self.oversize_ranges = 0
+        #: ``"all"`` or ``"ranges"``: accept those requests and never answer them
+        self.hang: str | None = None
+        #: ranged GETs received (counted before any switch applies)
+        self.range_gets = 0
+        #: bytes of an oversized reply the client took before it closed the connection
+        self.oversize_sent = 0
+        self._stop = threading.Event()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -116,6 +140,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._stop.set()  # releases hanging handlers
         self.server.shutdown()
         self.server.server_close()
 
@@ -172,8 +197,12 @@ class FakeHub:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         auth = h.headers.get("Authorization")
+        span = h.headers.get("Range")
         with self.lock:
-            self.requests.append(Request(method, path, parse_qs(parts.query), auth))
+            self.requests.append(Request(method, path, parse_qs(parts.query), auth, span))
+        if self.hang == "all" or (self.hang == "ranges" and span and method == "GET"):
+            self._stop.wait()  # accepted, never answered
+            return
         if "/resolve/" in path:
             self._resolve(h, method, path, auth)
             return
@@ -228,14 +257,25 @@ class FakeHub:
         size = _size(data)
         status, first, last = 200, 0, size - 1
         span = h.headers.get("Range")
+        nth = 0
         if span:
             first, last = (int(x) for x in span.removeprefix("bytes=").split("-"))
-            last = min(last, size - 1)
+            first, last = first + self.range_shift, min(last + self.range_shift, size - 1)
             status = 206
+            if method == "GET":
+                with self.lock:
+                    self.range_gets += 1
+                    nth = self.range_gets
+        if span and self.fail_ranges is not None and nth <= self.fail_ranges[1]:
+            h.send_response(self.fail_ranges[0])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         h.send_response(status)
         h.send_header("X-Repo-Commit", oid)
         h.send_header("ETag", f'"{_etag(filename, data)}"')
-        h.send_header("Content-Length", str(last - first + 1))
+        if not (status == 206 and self.oversize_ranges):
+            h.send_header("Content-Length", str(last - first + 1))
         if status == 206:
             h.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         h.end_headers()
@@ -243,14 +283,32 @@ class FakeHub:
             return
         cut = self.cut_ranges_after
         if status == 206 and cut is not None and last - first + 1 > cut:
-            last = first + cut - 1
-            h.close_connection = True
+            with self.lock:
+                cutting = self.cut_times is None or self.cuts < self.cut_times
+                self.cuts += cutting
+            if cutting:
+                last = first + cut - 1
+                h.close_connection = True
         sent = 0
         for chunk in _chunks(data, first, last + 1):
             h.wfile.write(chunk)
             sent += len(chunk)
         with self.lock:
             self.served.append((f"{repo_id}/{filename}", sent))
+        if status == 206 and self.oversize_ranges:
+            self._oversize(h)
+
+    def _oversize(self, h: BaseHTTPRequestHandler) -> None:
+        """Zeros after the range until the client hangs up (or all were sent)."""
+        h.close_connection = True
+        block = bytes(1 << 16)
+        try:
+            for _ in range(0, self.oversize_ranges, len(block)):
+                h.wfile.write(block)
+                with self.lock:
+                    self.oversize_sent += len(block)
+        except OSError:  # the client closed the connection: what it refused stays here
+            pass
 
     def _user(self, auth: str | None) -> str | None:
         return USER if auth in (f"Bearer {GOOD_TOKEN}", f"Bearer {SENTINEL_TOKEN}") else None
@@ -336,7 +394,7 @@ class FakeHub:
             return 200, tree  # type: ignore[return-value]
         return 200, {
             "id": repo_id,
-            "sha": oid,
+            "sha": oid if self.sha_override is None else self.sha_override,
             "private": repo.private,
             "gated": "auto" if repo.gated else False,
             "siblings": [{"rfilename": f, "size": _size(b)} for f, b in sorted(files.items())],

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
+from fastmtp_export.checkpoints.hub_source import RANGE_RETRIES
 from fastmtp_export.checkpoints.readers import resolve_reader
 from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
 
@@ -49,8 +52,10 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _export(hub_url: str, home: Path, *args: str, **env: str) -> Any:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    clean.update(HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", **env)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "FASTMTP_"))}
+    clean.update(HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+    clean.update(FASTMTP_HUB_RETRY_WAIT="0.01")  # resume at once (tests stay fast)
+    clean.update(env)
     return subprocess.run(
         [sys.executable, "-m", "fastmtp_export", "export", *args],
         env=clean, capture_output=True, text=True, timeout=120, check=False,
@@ -139,14 +144,171 @@ def test_a_missing_repo_and_a_gated_one_without_a_token_are_one_line(
     assert r.returncode == 0, r.stderr
 
 
-def test_an_interrupted_transfer_writes_nothing(
+def test_a_transfer_cut_every_time_gives_up_and_writes_nothing(
     hub: FakeHub, release: Path, tmp_path: Path
 ) -> None:
     hub.add_model(REPO, _files(release))
     hub.cut_ranges_after = 100  # every ranged GET stops after 100 bytes
     out = tmp_path / "d"
     r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
-    _one_line_error(r, "nothing was written", "run the export again")
+    _one_line_error(r, f"failed {RANGE_RETRIES + 1} times", "nothing was written",
+                    "run the export again")  # fmt: skip
+    nothing_written(out)
+
+
+def _ranges(hub: FakeHub) -> list[tuple[str, int, int]]:
+    """(file, first, last) of every ranged GET, in order."""
+    out = []
+    for q in hub.requests:
+        if q.method == "GET" and q.range:
+            first, last = q.range.removeprefix("bytes=").split("-")
+            out.append((q.path.rsplit("/", 1)[-1], int(first), int(last)))
+    return out
+
+
+def test_a_transfer_cut_once_resumes_from_the_byte_reached(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    hub.add_model(REPO, _files(release))
+    clean = tmp_path / "clean"
+    assert _export(hub.url, tmp_path / "hf0", REPO, "--out", str(clean)).returncode == 0
+    uncut = sum(n for _, n in hub.served)
+    hub.served.clear()
+    hub.requests.clear()
+    hub.cut_ranges_after, hub.cut_times = 100, 1  # the first ranged GET stops after 100
+    out = tmp_path / "resumed"
+    r = _export(hub.url, tmp_path / "hf1", REPO, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert tree_digest(out) == tree_digest(clean)
+    ranges = _ranges(hub)
+    cut = next(i for i, (_, a, b) in enumerate(ranges) if b - a + 1 > 100)
+    shard, first, last = ranges[cut]
+    assert ranges[cut + 1] == (shard, first + 100, last)  # resumed, not restarted
+    assert hub.cuts == 1
+    assert sum(n for _, n in hub.served) == uncut  # not one byte fetched twice
+
+
+def test_a_5xx_is_retried_and_a_4xx_is_not(hub: FakeHub, release: Path, tmp_path: Path) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.fail_ranges = (503, 2)
+    out = tmp_path / "after-503"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert hub.range_gets > 2
+    hub.fail_ranges, hub.range_gets = (403, 1), 0
+    out = tmp_path / "after-403"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, "(403)")
+    assert hub.range_gets == 1  # never retried
+    nothing_written(out)
+
+
+@pytest.mark.parametrize("sha", ["../../../../escape", "A" * 40, "", "0" * 39])
+def test_a_commit_id_that_is_not_40_hex_is_refused_before_any_use(
+    hub: FakeHub, release: Path, tmp_path: Path, sha: str
+) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.sha_override = sha
+    out, home = tmp_path / "d", tmp_path / "hf"
+    r = _export(hub.url, home, REPO, "--out", str(out))
+    _one_line_error(r, "not a 40-digit hex commit", "HF_ENDPOINT")
+    nothing_written(out)
+    assert not any(p.is_file() for p in home.rglob("*")) if home.exists() else True
+    assert not [p for p in tmp_path.rglob("escape*")]
+    assert [q.path for q in hub.requests if "/resolve/" in q.path] == []
+
+
+def _with_index(release: Path, index: object) -> dict[str, bytes]:
+    files = _files(release)
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
+    return files
+
+
+@pytest.mark.parametrize(
+    ("index", "needle"),
+    [
+        ({"weight_map": 5}, "is not a safetensors index"),
+        ({"metadata": {}}, "is not a safetensors index"),
+        ({"weight_map": {"model.mtp_layers.0.norm.weight": 5}}, "is not a safetensors index"),
+        ([1, 2], "is not a JSON object"),
+        ({"weight_map": {"model.norm.weight": "../../../secret.safetensors"}}, "unusable file"),
+        ({"weight_map": {"model.norm.weight": "/etc/passwd"}}, "unusable file"),
+    ],
+)
+def test_a_malformed_remote_index_is_one_line(
+    hub: FakeHub, release: Path, tmp_path: Path, index: object, needle: str
+) -> None:
+    files = _with_index(release, index)
+    files["../../../secret.safetensors"] = b"x" * 64  # listed by the server, so sized
+    hub.add_model(REPO, files)
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, needle)
+    nothing_written(out)
+
+
+def test_a_reply_for_another_range_is_refused(hub: FakeHub, release: Path, tmp_path: Path) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.range_shift = 8  # asked bytes 0-7, answered (and declared) bytes 8-15
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, "Content-Range 'bytes 8-15/", "refused, nothing was written")
+    nothing_written(out)
+    assert hub.range_gets == 1
+
+
+def test_a_reply_longer_than_asked_is_refused_as_it_arrives(
+    hub: FakeHub, release: Path, tmp_path: Path
+) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.oversize_ranges = 256 << 20  # the 8-byte length of a header, then 256 MiB
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out))
+    _one_line_error(r, "sent more than the 8 bytes asked for", "refused, nothing was written")
+    nothing_written(out)
+    # the client hung up: the rest never left the server (socket buffers hold a few MiB)
+    assert hub.oversize_sent < 64 << 20
+
+
+@pytest.mark.parametrize("where", ["all", "ranges"])
+def test_a_hub_that_never_answers_times_out_in_one_line(
+    hub: FakeHub, release: Path, tmp_path: Path, where: str
+) -> None:
+    hub.add_model(REPO, _files(release))
+    hub.hang = where
+    out = tmp_path / "d"
+    start = time.monotonic()
+    r = _export(hub.url, tmp_path / "hf", REPO, "--out", str(out), FASTMTP_HUB_TIMEOUT="0.5")
+    took = time.monotonic() - start
+    if where == "all":  # model_info: one request, no retry
+        _one_line_error(r, "cannot reach the Hub", "0.5 s timeout", "FASTMTP_HUB_TIMEOUT")
+    else:  # every try of the first range times out, then it gives up
+        _one_line_error(r, f"failed {RANGE_RETRIES + 1} times", "ReadTimeout")
+        assert len(_ranges(hub)) == RANGE_RETRIES + 1
+    nothing_written(out)
+    assert took < 30, took  # the CLI's start-up (a few s here) + 6 x 0.5 s + backoff
+
+
+@pytest.mark.parametrize("source", ["./bob/mimo-tiny", "../bob/mimo-tiny", "/bob/mimo-tiny",
+                                    "~/bob/mimo-tiny"])  # fmt: skip
+def test_a_source_written_as_a_path_never_reaches_the_hub(
+    hub: FakeHub, release: Path, tmp_path: Path, source: str
+) -> None:
+    hub.add_model(REPO, _files(release))
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", source, "--out", str(out))
+    _one_line_error(r, "mimo-tiny does not exist", "local checkpoint directory")
+    assert hub.requests == []
+    nothing_written(out)
+
+
+def test_a_repo_id_shaped_source_names_both_the_directory_and_the_hub(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    out = tmp_path / "d"
+    r = _export(hub.url, tmp_path / "hf", "checkpoints/acme-model", "--out", str(out))
+    _one_line_error(r, "no local directory checkpoints/acme-model, and checkpoints/acme-model "
+                    f"was not found on the Hub at {hub.url}")  # fmt: skip
     nothing_written(out)
 
 
@@ -173,6 +335,14 @@ def test_offline_reads_a_fully_cached_snapshot_and_refuses_a_partial_one(
     assert r.returncode == 0, r.stderr
     assert len(hub.served) == served  # not one byte from the Hub
     assert json.loads((out / "fastmtp.json").read_text())["source"]["revision"] == sha
+    # a cached ref holding a path or a name instead of a commit id chooses no folder
+    cache = home / "hub" / f"models--{REPO.replace('/', '--')}"
+    shutil.copytree(cache / "snapshots" / sha, cache / "snapshots" / "evil", symlinks=True)
+    (cache / "refs" / "main").write_text("evil")
+    tampered = tmp_path / "tampered"
+    r = _export(hub.url, home, REPO, "--out", str(tampered), HF_HUB_OFFLINE="1")
+    _one_line_error(r, "cache's ref for bob/mimo-tiny", "'evil'")
+    nothing_written(tampered)
 
 
 def test_revision_with_a_local_directory_or_twice_is_refused(release: Path, tmp_path: Path) -> None:
@@ -184,5 +354,6 @@ def test_revision_with_a_local_directory_or_twice_is_refused(release: Path, tmp_
                 "--out", str(out))  # fmt: skip
     _one_line_error(r, "names revision v1 and --revision says v2")
     r = _export("http://127.0.0.1:9", tmp_path / "hf", REPO, "--out", str(out))
-    _one_line_error(r, "cannot reach the Hub at http://127.0.0.1:9", "HF_ENDPOINT")
+    _one_line_error(r, "no local directory bob/mimo-tiny, and cannot reach the Hub at "
+                    "http://127.0.0.1:9", "HF_ENDPOINT")  # fmt: skip
     nothing_written(out)
