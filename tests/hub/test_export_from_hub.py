@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
-from fastmtp_export.checkpoints.hub_source import RANGE_RETRIES
+from fastmtp_export.checkpoints.hub_source import RANGE_RETRIES, _bounded_metadata_retry
 from fastmtp_export.checkpoints.readers import resolve_reader
 from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
 
@@ -357,3 +357,17 @@ def test_revision_with_a_local_directory_or_twice_is_refused(release: Path, tmp_
     _one_line_error(r, "no local directory bob/mimo-tiny, and cannot reach the Hub at "
                     "http://127.0.0.1:9", "HF_ENDPOINT")  # fmt: skip
     nothing_written(out)
+
+
+def test_huggingface_hubs_own_metadata_retry_is_bounded_too() -> None:
+    """hf_hub_download retries a timed-out metadata request with a fixed 60 s timeout; the
+    export lowers that module constant while it downloads (it must still exist)."""
+    from huggingface_hub import file_download
+
+    before = file_download._ETAG_RETRY_TIMEOUT
+    assert isinstance(before, int | float)
+    assert before > 0.5
+    with _bounded_metadata_retry(0.5):
+        inside = file_download._ETAG_RETRY_TIMEOUT
+    assert inside == 0.5
+    assert file_download._ETAG_RETRY_TIMEOUT is before
