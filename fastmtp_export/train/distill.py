@@ -25,7 +25,6 @@ the form ``token-map build`` and ``train`` read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,42 +34,27 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any
 
 from .._util.remote import remote_timeout
-from ..errors import TrainError
-from ..maps.lang import normalize_lang
-
-if TYPE_CHECKING:
-    import httpx
+from .distill_files import DistillError, Prompt, open_for_append, read_out, read_prompts
+from .distill_reply import (
+    MAX_SMALL_BODY,
+    Answer,
+    BadReplyError,
+    RetryableError,
+    body_cap,
+    error_head,
+    parse_answer,
+    read_capped,
+    snippet,
+)
 
 log = logging.getLogger(__name__)
 
 
 #: consecutive failed prompts (beyond those in flight) that mean the server is gone
 DEAD_AFTER = 3
-
-#: a reply body may hold this much beyond ``MAX_BODY_PER_TOKEN`` per --max-tokens token
-MAX_BODY_BASE = 4 << 20
-#: bytes a token's text can take in JSON: a few \\uXXXX escapes, with room to spare
-MAX_BODY_PER_TOKEN = 1024
-#: the cap of a ``/v1/models`` reply and of an error reply's body
-MAX_SMALL_BODY = 4 << 20
-#: how every record this command writes begins (``id`` is written first)
-RECORD_START = b'{"id": '
-
-
-class DistillError(TrainError):
-    """The server cannot be used (unreachable, no model) or the prompts are unusable."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt: its id, the messages sent, and its language label if any."""
-
-    id: str
-    messages: list[dict[str, Any]]
-    lang: str | None
 
 
 @dataclass(frozen=True)
@@ -102,256 +86,10 @@ class DistillResult:
     seconds: float = 0.0
 
 
-def read_prompts(path: Path) -> list[Prompt]:
-    """Every prompt of ``path`` (JSONL: ``text``/``prompt`` or ``messages``, optional ``lang``)."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DistillError(f"cannot read prompts {path} ({exc.strerror}); check the path") from None
-    except UnicodeDecodeError:
-        raise DistillError(f"{path} is not UTF-8 text; pass a JSONL prompt file") from None
-    prompts: list[Prompt] = []
-    seen: set[str] = set()
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            doc = json.loads(line)
-        except ValueError as exc:
-            raise DistillError(f"{where}: not valid JSON ({exc}); fix or remove the line") from None
-        prompt = _prompt(doc, where)
-        if prompt.id not in seen:  # a repeated prompt is answered once
-            seen.add(prompt.id)
-            prompts.append(prompt)
-    if not prompts:
-        raise DistillError(f"{path} holds no prompts; one JSON object per line")
-    return prompts
-
-
-def _prompt(doc: Any, where: str) -> Prompt:
-    if not isinstance(doc, dict):
-        raise DistillError(f"{where}: a prompt is a JSON object, not {type(doc).__name__}")
-    messages = doc.get("messages")
-    text = doc.get("text", doc.get("prompt"))
-    if isinstance(messages, list) and messages:
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise DistillError(f"{where}: every message needs a role and content")
-        if messages[-1]["role"] == "assistant":
-            messages = messages[:-1]  # an existing answer is replaced by the model's own
-        if not messages:
-            raise DistillError(f"{where}: the record has no message before the answer")
-    elif isinstance(text, str) and text.strip():
-        messages = [{"role": "user", "content": text}]
-    else:
-        raise DistillError(
-            f'{where}: a prompt needs {{"text": ...}}, {{"prompt": ...}} or {{"messages": [...]}}'
-        )
-    lang = doc.get("lang")
-    if lang is not None and normalize_lang(lang) is None:
-        raise DistillError(f"{where}: lang {lang!r} is not a language code (en, zh, ...)")
-    ident = doc.get("id")
-    if ident is None:
-        ident = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-    return Prompt(str(ident), messages, normalize_lang(lang) if lang is not None else None)
-
-
-@dataclass(frozen=True)
-class OutState:
-    """What an existing ``--out`` holds, read without changing it."""
-
-    ids: set[str]  #: ids answered in it
-    size: int  #: its size when read (0: absent)
-    keep: int  #: bytes of whole records; a cut last line past them is dropped on append
-    newline: bool = False  #: the last record lacks its newline (added before appending)
-
-
-def record_problem(doc: Any) -> str | None:
-    """Why ``doc`` is not a record :func:`distill` writes, or None when it is one."""
-    if not isinstance(doc, dict):
-        return f"a JSON {type(doc).__name__}, not an object"
-    if not isinstance(doc.get("id"), str):
-        return 'no string "id"'
-    messages = doc.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return 'no "messages" list'
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        return "a message without a role"
-    if messages[-1]["role"] != "assistant" or not isinstance(messages[-1].get("content"), str):
-        return "the last message is not an assistant answer"
-    if not isinstance(doc.get("finish_reason"), str):
-        return 'no string "finish_reason"'
-    if "lang" in doc and not isinstance(doc["lang"], str):
-        return '"lang" is not a string'
-    return None
-
-
-def read_out(out: Path) -> OutState:
-    """The ids already in ``out``, after checking every line is a distill record.
-
-    Nothing is written here: a file that is not this command's output is refused as it
-    is. A last line without its newline is a record cut by a kill when it begins as
-    every record does (``{"id": ``) and does not parse; it is dropped later, on append.
-
-    Raises:
-        DistillError: ``out`` cannot be read, or a line is not a distill record.
-    """
-    refuse = "pass another --out (distill appends to its own output only)"
-    if not out.exists():
-        return OutState(set(), 0, 0)
-    ids: set[str] = set()
-    pos = 0
-    try:
-        with out.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            for n, raw in enumerate(fh, 1):
-                whole = raw.endswith(b"\n")
-                if raw.strip():  # blank lines are kept as they are
-                    try:
-                        doc = json.loads(raw.decode("utf-8"))
-                        why = record_problem(doc)
-                    except ValueError:  # UnicodeDecodeError included
-                        doc, why = None, "not UTF-8 JSON"
-                    if why is not None:
-                        if not whole and (
-                            raw.startswith(RECORD_START) or RECORD_START.startswith(raw)
-                        ):
-                            return OutState(ids, size, pos)  # a kill cut the last record
-                        raise DistillError(f"{out}:{n} is not a distill record ({why}); {refuse}")
-                    ids.add(doc["id"])
-                pos += len(raw)
-                if not whole:
-                    return OutState(ids, size, pos, newline=True)
-    except OSError as exc:
-        raise DistillError(f"cannot read --out {out} ({exc.strerror}); {refuse}") from None
-    return OutState(ids, size, pos)
-
-
-def _open_for_append(out: Path, state: OutState) -> BinaryIO:
-    """``out`` opened to append, its cut last line dropped (checked unchanged since read)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fh = out.open("ab")
-    try:
-        if os.fstat(fh.fileno()).st_size != state.size:
-            raise DistillError(
-                f"{out} changed while it was read (another distill writing it?); re-run the "
-                "command when that one has finished"
-            )
-        if state.keep < state.size:
-            fh.truncate(state.keep)  # our own output: the partial record of a killed run
-            log.warning("%s: dropped a partial last line (an interrupted run)", out)
-        if state.newline:
-            fh.write(b"\n")
-    except BaseException:
-        fh.close()
-        raise
-    return fh
-
-
 def base_url(server: str) -> str:
     """``http://host:port`` or ``.../v1`` -> the ``/v1`` base."""
     url = server.rstrip("/")
     return url if url.endswith("/v1") else url + "/v1"
-
-
-class _RetryableError(Exception):
-    """A failure worth another attempt (connection, timeout, 429, 5xx, an error object)."""
-
-
-class _BadReplyError(Exception):
-    """A reply that is no answer and would not become one on retry (shape, size)."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What one chat completion says: the answer text, why it ended, its length."""
-
-    content: str
-    finish_reason: str
-    completion_tokens: int
-
-
-def body_cap(max_tokens: int) -> int:
-    """Bytes one chat completion reply may take before it is abandoned."""
-    return MAX_BODY_BASE + MAX_BODY_PER_TOKEN * max_tokens
-
-
-def parse_answer(body: bytes) -> Answer:
-    """The answer in one chat completion reply body.
-
-    Raises:
-        _RetryableError: the body is an error object (``{"object": "error", ...}`` as
-            vLLM and SGLang send, or ``{"error": ...}``), whatever the HTTP status.
-        _BadReplyError: anything else without a string ``choices[0].message.content``.
-    """
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
-        raise _BadReplyError(f"the reply is not JSON: {_snippet(body)}") from None
-    if isinstance(doc, dict) and (
-        doc.get("object") == "error" or ("error" in doc and "choices" not in doc)
-    ):
-        err = doc.get("error", doc)
-        message = err.get("message", err) if isinstance(err, dict) else err
-        raise _RetryableError(f"the server answered with an error: {_snippet(str(message))}")
-    try:
-        choice = doc["choices"][0]
-        content = choice["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        raise _BadReplyError(
-            f"the reply is not a chat completion (no choices[0].message.content): {_snippet(body)}"
-        ) from None
-    if not isinstance(content, str):
-        raise _BadReplyError(
-            f"choices[0].message.content is {_snippet(json.dumps(content))}, not a string"
-        )
-    reason = choice.get("finish_reason")
-    usage = doc.get("usage")
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return Answer(
-        content,
-        reason if isinstance(reason, str) else "",
-        tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0,
-    )
-
-
-def _snippet(text: str | bytes, limit: int = 200) -> str:
-    """The start of ``text`` on one line (for a message)."""
-    if isinstance(text, bytes):
-        text = text[: limit * 4].decode("utf-8", errors="replace")
-    return " ".join(text.split())[:limit]
-
-
-def _read_capped(r: httpx.Response, cap: int, deadline: float, what: str) -> bytes:
-    """The body of ``r``, read as it arrives; abandoned past ``cap`` bytes or ``deadline``.
-
-    Raises:
-        _BadReplyError: the body is larger than ``cap`` (announced or as read).
-        _RetryableError: the body is still arriving at ``deadline`` (``time.monotonic()``).
-    """
-    length = r.headers.get("content-length", "")
-    if length.isdigit() and int(length) > cap:
-        raise _BadReplyError(
-            f"the reply is {int(length):,} bytes, over the {cap:,}-byte cap {what}"
-        )
-    body = bytearray()
-    for chunk in r.iter_bytes():
-        body += chunk
-        if len(body) > cap:
-            raise _BadReplyError(f"the reply passed the {cap:,}-byte cap {what}")
-        if time.monotonic() > deadline:
-            raise _RetryableError("the reply was still arriving when its time ran out")
-    return bytes(body)
-
-
-def _head(r: httpx.Response) -> str:
-    """The start of an error reply's body (read no further)."""
-    body = b""
-    for chunk in r.iter_bytes():
-        body += chunk
-        if len(body) >= 1024:
-            break
-    return _snippet(body)
 
 
 class _Client:
@@ -383,14 +121,14 @@ class _Client:
             deadline = time.monotonic() + self.probe_seconds
             with self.http.stream("GET", self.url + "/models", timeout=self.probe_timeout) as r:
                 r.raise_for_status()
-                body = _read_capped(r, MAX_SMALL_BODY, deadline, "for a model list")
+                body = read_capped(r, MAX_SMALL_BODY, deadline, "for a model list")
             models = [m["id"] for m in json.loads(body).get("data", [])]
-        except (httpx.HTTPError, _RetryableError) as exc:
+        except (httpx.HTTPError, RetryableError) as exc:
             raise DistillError(
                 f"cannot reach an OpenAI-compatible server at {self.url} ({_why(exc)}); start "
                 "one (python -m sglang.launch_server --model-path BASE) or fix --server"
             ) from None
-        except (_BadReplyError, ValueError, KeyError, TypeError, AttributeError):
+        except (BadReplyError, ValueError, KeyError, TypeError, AttributeError):
             raise DistillError(
                 f"{self.url}/models is not an OpenAI model list; fix --server"
             ) from None
@@ -404,8 +142,8 @@ class _Client:
         """One chat completion, retried with jittered exponential backoff.
 
         Raises:
-            _RetryableError: still failing after ``--retries`` attempts.
-            _BadReplyError: a reply that is not a chat completion with a string answer.
+            RetryableError: still failing after ``--retries`` attempts.
+            BadReplyError: a reply that is not a chat completion with a string answer.
             DistillError: a 4xx other than 429.
         """
         from tenacity import (
@@ -430,7 +168,7 @@ class _Client:
         limits = f"for --max-tokens {self.opts.max_tokens}"
 
         @retry(
-            retry=retry_if_exception_type(_RetryableError),
+            retry=retry_if_exception_type(RetryableError),
             stop=stop_after_attempt(self.opts.retries),
             wait=wait_random_exponential(multiplier=0.5, max=30),
             reraise=True,
@@ -442,12 +180,12 @@ class _Client:
             try:
                 with self.http.stream("POST", self.url + "/chat/completions", json=body) as r:
                     if r.status_code == 429 or r.status_code >= 500:
-                        raise _RetryableError(f"HTTP {r.status_code}: {_head(r)}")
+                        raise RetryableError(f"HTTP {r.status_code}: {error_head(r)}")
                     if r.status_code >= 400:
-                        raise DistillError(f"HTTP {r.status_code}: {_head(r)}")
-                    data = _read_capped(r, cap, deadline, limits)
+                        raise DistillError(f"HTTP {r.status_code}: {error_head(r)}")
+                    data = read_capped(r, cap, deadline, limits)
             except httpx.HTTPError as exc:
-                raise _RetryableError(_why(exc)) from None
+                raise RetryableError(_why(exc)) from None
             return parse_answer(data)
 
         return post()
@@ -457,7 +195,7 @@ class _Client:
 
 
 def _why(exc: BaseException) -> str:
-    return _snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+    return snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
 
 
 def _record(prompt: Prompt, answer: Answer) -> dict[str, Any]:
@@ -505,7 +243,7 @@ def distill(
             len(todo), result.already_done, out, model, opts.concurrency,
         )  # fmt: skip
         with (
-            _open_for_append(out, state) as fh,
+            open_for_append(out, state) as fh,
             progress(len(todo), "distill", unit="prompt", enabled=show_progress) as advance,
         ):
             streak = 0  # failures in a row: a dead server fails everything
