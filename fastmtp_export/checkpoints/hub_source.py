@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .._util.hashing import sha256_bytes
-from .._util.remote import TIMEOUT_ENV, checked_commit, checked_remote_name, remote_timeout
+from .._util.remote import (
+    COMMIT_SHA,
+    TIMEOUT_ENV,
+    checked_commit,
+    checked_remote_name,
+    remote_timeout,
+)
 from ..errors import SourceError
 from . import safetensors_io
 from .checkpoint import INDEX_NAME, SINGLE_NAME, LocalShards, SourceCheckpoint, joined
@@ -204,7 +210,7 @@ class HubShards:
                 f"({status}); export needs range requests (HF_ENDPOINT points at a server "
                 "without them?)"
             )
-        asked = f"bytes {begin}-{last}/{self.sizes[shard]}"
+        asked = f"bytes {begin}-{last}/{self.sizes.get(shard)}"
         answered = response.headers.get("Content-Range", "")
         length = response.headers.get("Content-Length")
         if answered.strip() != asked or (length is not None and length != str(last - begin + 1)):
@@ -351,9 +357,15 @@ def _offline(repo_id: str, revision: str | None) -> SourceCheckpoint:
         ) from None
     # the folder's name is the commit a cached ref points at: a ref file holding
     # anything but a commit id (a path) must not choose the folder read
-    sha = checked_commit(folder.name, f"the Hugging Face cache's ref for {repo_id}")
-    if ".." in folder.parts or folder.parent.name != "snapshots":
-        checked_commit(str(folder), f"the Hugging Face cache's ref for {repo_id}")
+    sha = folder.name
+    if ".." in folder.parts or folder.parent.name != "snapshots" or not COMMIT_SHA.match(sha):
+        raise SourceError(
+            f"the Hugging Face cache's ref for {repo_id}"
+            + (f"@{revision}" if revision else "")
+            + f" points at {str(folder)[-120:]!r}, not a snapshot named by a 40-digit hex "
+            "commit; delete that ref file under the cache's refs/ folder, or pass the "
+            "commit (ORG/NAME@SHA)"
+        )
     try:
         ckpt = SourceCheckpoint.open(folder)
     except SourceError as exc:

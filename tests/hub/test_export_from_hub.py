@@ -341,7 +341,7 @@ def test_offline_reads_a_fully_cached_snapshot_and_refuses_a_partial_one(
     (cache / "refs" / "main").write_text("evil")
     tampered = tmp_path / "tampered"
     r = _export(hub.url, home, REPO, "--out", str(tampered), HF_HUB_OFFLINE="1")
-    _one_line_error(r, "cache's ref for bob/mimo-tiny", "'evil'")
+    _one_line_error(r, "cache's ref for bob/mimo-tiny points at", "evil'", "40-digit hex")
     nothing_written(tampered)
 
 
