@@ -7,17 +7,15 @@ requests against that commit: 8 bytes and the header of each shard that holds MT
 tensors, then the MTP tensors' byte ranges. For FastMTP's 15.7 GB MiMo release that is
 about 0.42 GB. A shard that is already complete in the cache is read from disk, and
 ``HF_HUB_OFFLINE=1`` reads a fully cached snapshot. ``HF_TOKEN``, ``HF_ENDPOINT`` and the
-cache location are huggingface_hub's own settings.
+cache location are huggingface_hub's own settings. What the server says (the commit id,
+the index's shard names) is checked before it is used; the ranges themselves, with
+their checks, timeouts and resume, are :mod:`.hub_transfer`'s.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import random
 import re
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,14 +25,13 @@ from typing import Any
 from .._util.hashing import sha256_bytes
 from .._util.remote import (
     COMMIT_SHA,
-    TIMEOUT_ENV,
     checked_commit,
     checked_remote_name,
     remote_timeout,
 )
 from ..errors import SourceError
-from . import safetensors_io
 from .checkpoint import INDEX_NAME, SINGLE_NAME, LocalShards, SourceCheckpoint, joined
+from .hub_transfer import RemoteFile, hub_errors
 from .safetensors_io import Header, parse_header
 
 #: ``ORG/NAME`` or ``ORG/NAME@REVISION`` (a Hub model id; the same shape as a relative
@@ -43,16 +40,6 @@ REPO_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<
 
 #: small files read whole (through the cache) when the repository has them.
 SMALL_FILES = ("config.json", INDEX_NAME, "generation_config.json", "README.md")
-
-#: times one byte range is resumed after a cut, a timeout or a 5xx before giving up
-RANGE_RETRIES = 5
-#: seconds before the first resume (doubled each time, jittered x0.5-1.5)
-RETRY_WAIT_ENV = "FASTMTP_HUB_RETRY_WAIT"
-DEFAULT_RETRY_WAIT = 1.0
-#: an error reply's body is read (for its message) only up to this size
-MAX_ERROR_BODY = 1 << 20
-
-log = logging.getLogger(__name__)
 
 
 def parse_repo_ref(text: str) -> tuple[str, str | None] | None:
@@ -102,146 +89,15 @@ class HubShards:
         return sum(self.sizes.get(s, 0) for s in set(shards))
 
     def chunks(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
-        """The bytes, from disk when the shard is cached, else by HTTP range; a cut or
-        timed-out transfer (or a 5xx) resumes from the byte reached, at most
-        :data:`RANGE_RETRIES` times with jittered exponential backoff; a 4xx never."""
+        """The bytes, from disk when the shard is cached, else by HTTP range (resumed
+        after a cut, a timeout or a 5xx: :class:`~.hub_transfer.RemoteFile`)."""
         if self._cached(shard):
             yield from self._local.chunks(shard, begin, nbytes)
             return
-        got = failures = 0
-        while got < nbytes:
-            try:
-                for chunk in self._ranged(shard, begin + got, nbytes - got):
-                    got += len(chunk)
-                    yield chunk
-            except _TransientError as exc:
-                failures += 1
-                if failures > RANGE_RETRIES:
-                    raise SourceError(
-                        f"the transfer of {shard} from {self.repo_id} failed {failures} times, "
-                        f"the last at byte {got} of {nbytes} ({exc}); nothing was written: "
-                        "check the network or HF_ENDPOINT and run the export again"
-                    ) from exc
-                wait = retry_wait() * 2 ** (failures - 1) * random.uniform(0.5, 1.5)
-                log.info(
-                    "%s: %s at byte %d of %d; retry %d of %d in %.1f s",
-                    shard, exc, got, nbytes, failures, RANGE_RETRIES, wait,
-                )  # fmt: skip
-                time.sleep(wait)
-
-    def _ranged(self, shard: str, begin: int, nbytes: int) -> Iterator[memoryview]:
-        """One GET of ``nbytes`` from ``begin``: the reply must be a 206 for exactly that
-        range, and is streamed up to ``nbytes`` (a server that sends more is refused at
-        the first piece past it; nothing beyond the range is ever yielded).
-
-        Raises:
-            _TransientError: a cut connection, a timeout or a 5xx (worth resuming).
-            SourceError: anything else.
-        """
-        import httpx
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, get_session
-
-        last = begin + nbytes - 1
-        url = hf_hub_url(self.repo_id, shard, revision=self.revision)
-        headers = {
-            **build_hf_headers(),
-            "Range": f"bytes={begin}-{last}",
-            "Accept-Encoding": "identity",
-        }
-        got, buf = 0, bytearray()
-        want = min(safetensors_io.CHUNK_BYTES, nbytes)  # bytes per yielded chunk
-        cut: httpx.TransportError | None = None
-        try:
-            with get_session().stream(
-                "GET", url, headers=headers, follow_redirects=True,
-                timeout=httpx.Timeout(remote_timeout()),
-            ) as response:  # fmt: skip
-                self._check_reply(response, shard, begin, last)
-                for piece in response.iter_bytes():  # as received (tens of KiB)
-                    if len(piece) > nbytes - got - len(buf):
-                        raise SourceError(
-                            f"the Hub sent more than the {nbytes} bytes asked for of {shard} "
-                            f"from {self.repo_id}; refused, nothing was written: HF_ENDPOINT "
-                            "points at a server that does not answer byte ranges correctly"
-                        )
-                    buf += piece
-                    if len(buf) >= want:
-                        got += len(buf)
-                        self.bytes_read += len(buf)
-                        yield memoryview(buf)
-                        buf = bytearray()
-        except httpx.TransportError as exc:  # cut, refused, timed out
-            cut = exc
-        except httpx.HTTPError as exc:
-            raise SourceError(
-                f"the transfer of {shard} from {self.repo_id} failed ({type(exc).__name__}: "
-                f"{exc}); nothing was written: check HF_ENDPOINT and run the export again"
-            ) from exc
-        if buf:  # what arrived before a cut counts: the retry resumes after it
-            got += len(buf)
-            self.bytes_read += len(buf)
-            yield memoryview(buf)
-        if cut is not None:
-            raise _TransientError(f"{type(cut).__name__}: {cut}".rstrip(": ")) from cut
-        if got < nbytes:
-            raise _TransientError(f"the connection closed after {got} of {nbytes} bytes")
-
-    def _check_reply(self, response: Any, shard: str, begin: int, last: int) -> None:
-        """A 206 whose ``Content-Range`` (and length, when given) is the range asked for."""
-        status = response.status_code
-        if status >= 500:
-            raise _TransientError(f"server error {status}")
-        if status >= 400:
-            from huggingface_hub.utils import hf_raise_for_status
-
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) <= MAX_ERROR_BODY:
-                response.read()  # the error body and headers name the cause
-                with hub_errors(self.repo_id, self.revision):
-                    hf_raise_for_status(response)
-            raise SourceError(
-                f"the Hub refused bytes of {shard} from {self.repo_id} ({status}); check "
-                "HF_TOKEN and HF_ENDPOINT"
-            )
-        if status != 206:
-            raise SourceError(
-                f"the Hub answered a byte-range request for {shard} with the whole file "
-                f"({status}); export needs range requests (HF_ENDPOINT points at a server "
-                "without them?)"
-            )
-        asked = f"bytes {begin}-{last}/{self.sizes.get(shard)}"
-        answered = response.headers.get("Content-Range", "")
-        length = response.headers.get("Content-Length")
-        if answered.strip() != asked or (length is not None and length != str(last - begin + 1)):
-            raise SourceError(
-                f"the Hub answered a request for {asked} of {shard} from {self.repo_id} with "
-                f"Content-Range {answered[:80]!r} and Content-Length {length}; refused, nothing "
-                "was written: HF_ENDPOINT points at a server that does not answer byte ranges "
-                "correctly"
-            )
-
-
-class _TransientError(Exception):
-    """A failure worth resuming from the byte reached; the message says what happened."""
-
-
-def retry_wait() -> float:
-    """First wait before resuming a range, seconds (``FASTMTP_HUB_RETRY_WAIT``, default 1).
-
-    Raises:
-        SourceError: the variable is not a non-negative number.
-    """
-    raw = os.environ.get(RETRY_WAIT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_RETRY_WAIT
-        if not 0 <= value < float("inf"):
-            raise ValueError
-    except ValueError:
-        raise SourceError(
-            f"{RETRY_WAIT_ENV}={raw!r} is not a number of seconds; set it to e.g. 1"
-        ) from None
-    return value
+        remote = RemoteFile(self.repo_id, self.revision, shard, self.sizes.get(shard))
+        for chunk in remote.chunks(begin, nbytes):
+            self.bytes_read += len(chunk)
+            yield chunk
 
 
 def open_hub_checkpoint(repo_id: str, revision: str | None = None) -> SourceCheckpoint:
@@ -387,54 +243,3 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise SourceError(f"{what} is not a JSON object")
     return doc
-
-
-@contextmanager
-def hub_errors(repo_id: str, revision: str | None, *, source: bool = False) -> Iterator[None]:
-    """huggingface_hub and transport failures as one-line :class:`SourceError`.
-
-    ``source``: ``repo_id`` is the SOURCE as typed, which is also no local directory
-    (a mistyped path reads as a repo id): the missing-repo and unreachable errors say both.
-    """
-    import httpx
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = repo_id + (f"@{revision}" if revision else "")
-    local = f"no local directory {repo_id}, and " if source else ""
-    try:
-        yield
-    except GatedRepoError:
-        raise SourceError(
-            f"{repo_id} is gated: accept its terms on the Hub with your account, then set "
-            "HF_TOKEN (or run `hf auth login`) with a token of that account"
-        ) from None
-    except RevisionNotFoundError:
-        raise SourceError(
-            f"revision {revision!r} does not exist in {repo_id}; pass a branch, tag or commit "
-            "that does (--revision or ORG/NAME@REV)"
-        ) from None
-    except RepositoryNotFoundError:
-        from huggingface_hub import constants
-
-        raise SourceError(
-            f"{local}{repo_id} was not found on the Hub at {constants.ENDPOINT} (or it is "
-            "private: set HF_TOKEN to a token that can read it); check the path or the "
-            "repo id"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise SourceError(f"the Hub failed reading {where} ({status}); retry later") from exc
-    except (httpx.HTTPError, LocalEntryNotFoundError) as exc:  # the latter: a file's
-        from huggingface_hub import constants  # metadata request failed, none cached
-
-        raise SourceError(
-            f"{local}cannot reach the Hub at {constants.ENDPOINT} to read {where} "
-            f"({type(exc).__name__}, {remote_timeout():g} s timeout); check the path, the "
-            f"network or HF_ENDPOINT (slow network: raise {TIMEOUT_ENV})"
-        ) from exc

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
-from fastmtp_export.checkpoints.hub_source import RANGE_RETRIES, _bounded_metadata_retry
+from fastmtp_export.checkpoints.hub_source import _bounded_metadata_retry
+from fastmtp_export.checkpoints.hub_transfer import RANGE_RETRIES
 from fastmtp_export.checkpoints.readers import resolve_reader
 from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
 
