@@ -22,6 +22,7 @@ EXAMPLES = """Examples:
   fastmtp-export train ./MiMo-7B-RL --data en.jsonl --data zh.jsonl --out ./head --epochs 3
   torchrun --nproc-per-node 8 -m fastmtp_export train ./MiMo-7B-RL --data d.jsonl --out ./head
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --resume
+  fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --kd-weight 1 --kd-top-n 10000
   fastmtp-export export ./mimo-head --out ./draft --token-maps ./maps
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --export ./draft --token-maps ./maps
 """
@@ -77,6 +78,29 @@ def train(
     mtp_layer: Annotated[
         int | None, typer.Option(help="MTP layer to train [default: the first].")
     ] = None,
+    kd_weight: Annotated[
+        float,
+        typer.Option(
+            help="MTP-D self-distillation: weight of the KL term to the main head (0: off)."
+        ),
+    ] = 0.0,
+    kd_top_n: Annotated[
+        int, typer.Option(help="The KL term runs over the main head's top N tokens per row.")
+    ] = 10_000,
+    kd_direction: Annotated[
+        str,
+        typer.Option(
+            help="reverse: KL(step || main head), MTP-D's; forward: KL(main head || step)."
+        ),
+    ] = "reverse",
+    micro_batch_tokens: Annotated[
+        int,
+        typer.Option(help="Padded tokens per forward (sequences run together); 0: one at a time."),
+    ] = 4096,
+    cache_gb: Annotated[
+        float,
+        typer.Option(help="Host memory (GiB) to keep the trunk's states across epochs; 0: off."),
+    ] = 4.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the stopped run in --out.")
     ] = False,
@@ -118,7 +142,8 @@ def train(
     opts = TrainOptions(
         steps=steps, beta=beta, epochs=epochs, lr=lr, batch=batch, warmup=warmup,
         max_length=max_length, seed=seed, save_every=save_every, device=device, dtype=dtype,
-        mtp_layer=mtp_layer,
+        mtp_layer=mtp_layer, kd_weight=kd_weight, kd_top_n=kd_top_n, kd_direction=kd_direction,
+        micro_batch_tokens=micro_batch_tokens, cache_gb=cache_gb,
     )  # fmt: skip
     result = run(
         source, data, out, opts, resume=resume, overwrite=overwrite,

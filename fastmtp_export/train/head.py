@@ -59,40 +59,44 @@ class TrainableHead(nn.Module):
     def step(
         self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor
     ) -> torch.Tensor:
-        """One MTP step over a sequence: hidden [T, H], next_ids [T] -> final-normed out [T, H]."""
+        """One MTP step over a sequence: hidden [..., T, H], next_ids [..., T] -> [..., T, H].
+
+        A leading batch dimension runs right-padded sequences together (causal
+        attention: no real token sees a later pad); positions [T] are shared.
+        """
         eps = self.dims.rms_norm_eps
-        e = self.embed[next_ids].masked_fill((positions == 0)[:, None], 0.0)  # [T, H]
+        e = self.embed[next_ids].masked_fill((positions == 0)[:, None], 0.0)  # [..., T, H]
         x = torch.cat(
             (
                 rms_norm(hidden, self._w("hidden_layernorm.weight"), eps),
                 rms_norm(e, self._w("token_layernorm.weight"), eps),
             ),
             dim=-1,
-        )  # [T, 2H], order [hidden, token]
-        x = F.linear(x, self._w("input_proj.weight"))  # [T, H]
+        )  # [..., T, 2H], order [hidden, token]
+        x = F.linear(x, self._w("input_proj.weight"))  # [..., T, H]
         x = x + self._attention(rms_norm(x, self._w("input_layernorm.weight"), eps), positions)
         block = {k: self._w(k) for k in ("mlp.gate_proj.weight", "mlp.up_proj.weight")}
         block["mlp.down_proj.weight"] = self._w("mlp.down_proj.weight")
         x = x + mlp(rms_norm(x, self._w("post_attention_layernorm.weight"), eps), block)
-        return rms_norm(x, self._w("final_layernorm.weight"), eps)  # [T, H]
+        return rms_norm(x, self._w("final_layernorm.weight"), eps)  # [..., T, H]
 
     def _attention(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Causal GQA attention over one sequence, x [T, H] -> [T, H]."""
-        d, t = self.dims, x.shape[0]
+        """Causal GQA attention over each sequence, x [..., T, H] -> [..., T, H]."""
+        d, lead, t = self.dims, x.shape[:-2], x.shape[-2]
         q = F.linear(x, self._w("self_attn.q_proj.weight"), self._w("self_attn.q_proj.bias"))
         k = F.linear(x, self._w("self_attn.k_proj.weight"), self._w("self_attn.k_proj.bias"))
         v = F.linear(x, self._w("self_attn.v_proj.weight"), self._w("self_attn.v_proj.bias"))
-        q = q.view(t, d.num_heads, d.head_dim).transpose(0, 1)  # [nh, T, hd]
-        k = k.view(t, d.num_kv_heads, d.head_dim).transpose(0, 1)  # [nkv, T, hd]
-        v = v.view(t, d.num_kv_heads, d.head_dim).transpose(0, 1)  # [nkv, T, hd]
+        q = q.view(*lead, t, d.num_heads, d.head_dim).transpose(-3, -2)  # [..., nh, T, hd]
+        k = k.view(*lead, t, d.num_kv_heads, d.head_dim).transpose(-3, -2)  # [..., nkv, T, hd]
+        v = v.view(*lead, t, d.num_kv_heads, d.head_dim).transpose(-3, -2)  # [..., nkv, T, hd]
         cos, sin = rope_cos_sin(positions, d.head_dim, d.rope_theta, x.dtype)  # [T, hd]
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, enable_gqa=True
-        )  # [nh, T, hd]
-        out = out.transpose(0, 1).reshape(t, d.num_heads * d.head_dim)  # [T, nh*hd]
-        return F.linear(out, self._w("self_attn.o_proj.weight"))
+        )  # [..., nh, T, hd]
+        out = out.transpose(-3, -2).reshape(*lead, t, d.num_heads * d.head_dim)
+        return F.linear(out, self._w("self_attn.o_proj.weight"))  # [..., T, H]
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits of final-normed rows, out [N, H] -> [N, V]."""

@@ -6,6 +6,10 @@ the same position and x_{t+k}, and predicts x_{t+k+1}. Every step runs over the 
 sequence (positions unchanged, causal), so step k's states attend to step k's states
 at earlier positions. K=1 is vanilla MTP training (one step), the baseline the paper
 compares against.
+
+Several sequences can run at once, right-padded to one length ([B, T]): attention is
+causal, so a real token never sees a later pad, and pads are never targets. One
+sequence ([T]) runs exactly the arithmetic it always has.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from .head import TrainableHead
+from .kd import KDConfig, kl_sum
 
 
 def step_weights(beta: float, steps: int) -> list[float]:
@@ -29,31 +34,53 @@ def step_weights(beta: float, steps: int) -> list[float]:
 
 
 def target_counts(mask: torch.Tensor, steps: int) -> torch.Tensor:
-    """Trained targets per step of one sequence: [K] int64 (step k's targets are mask[k+1:])."""
-    return torch.stack([mask[k + 1 :].sum() for k in range(1, steps + 1)])
+    """Trained targets per step: [K] int64 (step k's targets are mask[..., k+1:]).
+
+    mask [T] or [B, T] bool.
+    """
+    return torch.stack([mask[..., k + 1 :].sum() for k in range(1, steps + 1)])
 
 
 def step_losses(
     head: TrainableHead, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int
 ) -> torch.Tensor:
-    """Summed cross-entropy per step of one sequence: [K] float32, differentiable.
+    """Summed cross-entropy per step: [K] float32, differentiable (see :func:`losses`)."""
+    return losses(head, hidden, ids, mask, steps)[0]
 
-    hidden [T, H]: the trunk's final-normed states; ids [T] int64; mask [T] bool.
-    Only the rows whose target is trained reach ``lm_head``, the largest matmul.
+
+def losses(
+    head: TrainableHead,
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    kd: KDConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed cross-entropy per step [K], and with ``kd`` the summed KL per step [K].
+
+    hidden [T, H] or [B, T, H]: the trunk's final-normed states; ids [T] or [B, T]
+    int64 (pads 0); mask like ids, bool. Only the rows whose target is trained reach
+    ``lm_head``, the largest matmul. Step k's teacher for the row at t is ``lm_head``
+    of hidden at t+k (the main head predicting the same x_{t+k+1}).
     """
-    t = ids.shape[0]
+    t = ids.shape[-1]
     positions = torch.arange(t, device=ids.device)  # [T]
     h = hidden.float()
-    sums = []
+    sums, kls = [], []
     for k in range(1, steps + 1):
-        next_ids = torch.roll(ids, -k)  # [T]: x_{t+k}; the wrapped tail is never a target
-        next_ids[t - k :] = 0
-        h = head.step(h, next_ids, positions)  # [T, H]
+        next_ids = torch.roll(ids, -k, dims=-1)  # [..., T]: x_{t+k}; the tail is never a target
+        next_ids[..., t - k :] = 0
+        h = head.step(h, next_ids, positions)  # [..., T, H]
         n = max(t - k - 1, 0)
-        keep = mask[k + 1 :]  # [n]: is x_{t+k+1} a trained target
+        keep = mask[..., k + 1 :]  # [..., n]: is x_{t+k+1} a trained target
         if n == 0 or not bool(keep.any()):
             sums.append(h.sum() * 0.0)  # keeps every step in the graph
+            if kd is not None:
+                kls.append(h.sum() * 0.0)
             continue
-        logits = head.logits(h[:n][keep])  # [N, V]
-        sums.append(F.cross_entropy(logits, ids[k + 1 :][keep], reduction="sum"))
-    return torch.stack(sums)
+        logits = head.logits(h[..., :n, :][keep])  # [N, V]
+        sums.append(F.cross_entropy(logits, ids[..., k + 1 :][keep], reduction="sum"))
+        if kd is not None:
+            teacher = hidden[..., k : k + n, :][keep]  # [N, H]: trunk state at t+k
+            kls.append(kl_sum(logits, teacher, head.lm_head, kd))
+    return torch.stack(sums), (torch.stack(kls) if kd is not None else None)

@@ -40,10 +40,11 @@ class _StateModel(StrictModel):
 
 
 class HistoryEntry(_StateModel):
-    """One optimizer step's mean loss per step position."""
+    """One optimizer step's mean loss (and, with ``--kd-weight``, KL) per step position."""
 
     step: int = Field(ge=1)
     loss: list[float]
+    kl: list[float] | None = None
 
 
 class OptimizerState(_StateModel):

@@ -38,10 +38,12 @@ from .._version import __version__
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
 from .head import TrainableHead
-from .loss import step_losses, step_weights, target_counts
+from .kd import DIRECTIONS, REVERSE, KDConfig
+from .loss import step_weights
 from .progress import Reporter
 from .source import Source, check_out, clear_out
 from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, restore, save_state
+from .step import Trunk, cache_fits, train_step
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,17 @@ class TrainOptions:
     device: str = "auto"
     dtype: str = "auto"  #: the frozen trunk's dtype; the head trains in float32
     mtp_layer: int | None = None
+    kd_weight: float = 0.0  #: MTP-D self-distillation: weight of the KL term, 0 = off
+    kd_top_n: int = 10_000  #: the KL runs over the main head's top N tokens of each row
+    kd_direction: str = REVERSE  #: reverse = KL(step || main head), forward = KL(main || step)
+    micro_batch_tokens: int = 4096  #: padded tokens per forward; 0 = one sequence at a time
+    cache_gb: float = 4.0  #: host memory for the trunk's states across epochs; 0 = recompute
+
+    def kd(self) -> KDConfig | None:
+        """The self-distillation term, or None when its weight is 0 (the plain loss)."""
+        if self.kd_weight == 0:
+            return None
+        return KDConfig(self.kd_weight, self.kd_top_n, self.kd_direction)
 
     def check(self) -> None:
         """One line per impossible option, before anything is loaded."""
@@ -75,6 +88,20 @@ class TrainOptions:
             (not 0 <= self.warmup < 1, "--warmup must be in [0, 1)"),
             (self.max_length < 3, "--max-length must be at least 3"),
             (self.save_every < 1, "--save-every must be at least 1"),
+            (
+                not (math.isfinite(self.kd_weight) and self.kd_weight >= 0),
+                "--kd-weight must be 0 (off) or a positive number",
+            ),
+            (self.kd_top_n < 1, "--kd-top-n must be at least 1"),
+            (
+                self.kd_direction not in DIRECTIONS,
+                f"--kd-direction must be one of {', '.join(DIRECTIONS)}",
+            ),
+            (self.micro_batch_tokens < 0, "--micro-batch-tokens must be 0 or more"),
+            (
+                not (math.isfinite(self.cache_gb) and self.cache_gb >= 0),
+                "--cache-gb must be 0 (off) or a positive number",
+            ),
         ]
         for bad, message in problems:
             if bad:
@@ -170,6 +197,12 @@ def train(
     opts.check()
     check_out(out, source, data, resume=resume, overwrite=overwrite)
     src = Source.open(source, opts.mtp_layer)
+    vocab = int(src.ckpt.config.get("vocab_size", 0))
+    if opts.kd_weight > 0 and vocab and opts.kd_top_n > vocab:
+        raise TrainError(
+            f"--kd-top-n {opts.kd_top_n} exceeds the vocabulary ({vocab} tokens); pass at "
+            f"most {vocab}"
+        )
     samples, stats = read_samples(data, load_chat_tokenizer(source), max_length=opts.max_length)
     identity = {
         "options": json.dumps(
@@ -216,7 +249,12 @@ def _run(
     state = load_state(out, identity) if resume else None
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
-    model = src.load_target(device, pick_dtype(opts.dtype, device))
+    dtype = pick_dtype(opts.dtype, device)
+    cache = opts.epochs > 1 and cache_fits(
+        samples, int(src.ckpt.config["hidden_size"]), dtype, opts.cache_gb
+    )
+    model = src.load_target(device, dtype)
+    trunk = Trunk(model, device, cache=cache)
     source_weights = src.head_weights()
     head = TrainableHead(
         source_weights,
@@ -235,17 +273,23 @@ def _run(
     weights = torch.tensor(step_weights(opts.beta, opts.steps), device=device)  # [K]
     log.info(
         "training %s's MTP layer: %d sequences, %d target tokens, K=%d, weights %s, "
-        "%d steps of %d, %d process(es)",
+        "%d steps of %d, %d process(es), KL weight %g, trunk states %s",
         src.ckpt.path, len(samples), stats.target_tokens, opts.steps,
         "/".join(f"{w:.2f}" for w in weights.tolist()), total, opts.batch, dist.world,
+        opts.kd_weight, "cached" if cache else "recomputed each epoch",
     )  # fmt: skip
     history: list[dict[str, Any]] = list(state["history"]) if state is not None else []
     reporter = Reporter(total, start, opts.steps, enabled=show_progress if writer else False)
     with reporter:
         for step in range(start, total):
-            losses = _step(step, samples, opts, model, head, opt, weights, dist, device)
+            losses, kl = _step(
+                step, samples, opts, trunk, head, opt, weights, opts.kd(), dist, device
+            )
             sched.step()
-            history.append({"step": step + 1, "loss": [round(x, 5) for x in losses]})
+            entry: dict[str, Any] = {"step": step + 1, "loss": [round(x, 5) for x in losses]}
+            if kl is not None:
+                entry["kl"] = [round(x, 5) for x in kl]
+            history.append(entry)
             reporter.update(losses, sched.get_last_lr()[0])
             if writer and (step + 1) % opts.save_every == 0 and step + 1 < total:
                 save_state(out, _state(step + 1, head, opt, sched, identity, history))
@@ -259,42 +303,23 @@ def _step(
     step: int,
     samples: list[Sample],
     opts: TrainOptions,
-    model: Any,
+    trunk: Trunk,
     head: TrainableHead,
     opt: torch.optim.Optimizer,
     weights: torch.Tensor,
+    kd: KDConfig | None,
     dist: _Dist,
     device: torch.device,
-) -> list[float]:
-    """One optimizer step; returns the batch's mean loss per step position."""
+) -> tuple[list[float], list[float] | None]:
+    """One optimizer step; returns the batch's mean loss (and KL) per step position."""
     mine = _batch(step, len(samples), opts)[dist.rank :: dist.world]
-    batch = [
-        (
-            torch.tensor(samples[i].ids, device=device),  # [T]
-            torch.tensor(samples[i].mask, device=device),  # [T] bool
-        )
-        for i in mine
-    ]
-    counts = torch.zeros(opts.steps, dtype=torch.float64, device=device)  # [K]
-    for _ids, mask in batch:
-        counts += target_counts(mask, opts.steps)
-    dist.sum_(counts)
-    denom = counts.clamp(min=1).float()  # [K]
-    sums = torch.zeros(opts.steps, device=device)  # [K]
     opt.zero_grad(set_to_none=False)
-    for ids, mask in batch:
-        with torch.no_grad():
-            hidden = model.model(input_ids=ids[None]).last_hidden_state[0]  # [T, H], final-normed
-        per_step = step_losses(head, hidden, ids, mask, opts.steps)  # [K]
-        ((weights * per_step) / denom).sum().backward()
-        sums += per_step.detach()
-    for p in head.parameters():
-        assert p.grad is not None
-        dist.sum_(p.grad)
-    dist.sum_(sums)
+    ce, kl = train_step(
+        mine, samples, opts.steps, opts.micro_batch_tokens, trunk, head, weights, kd, dist, device
+    )  # [K], [K] or None
     torch.nn.utils.clip_grad_norm_(list(head.parameters()), opts.max_grad_norm)
     opt.step()
-    return (sums / denom).tolist()
+    return ce.tolist(), None if kl is None else kl.tolist()
 
 
 def _state(

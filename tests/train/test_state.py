@@ -239,7 +239,7 @@ def test_train_resume_refuses_a_tampered_state(
     # outlives the CLI runs below (not to one CliRunner closes)
     real_step = trainer_mod._step
 
-    def dies_at_step_2(step: int, *a: object, **kw: object) -> list[float]:
+    def dies_at_step_2(step: int, *a: object, **kw: object) -> object:
         if step == 2:
             raise KeyboardInterrupt  # a kill after step 2's state was saved
         return real_step(step, *a, **kw)  # type: ignore[arg-type]

@@ -162,7 +162,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     whole = train(source, [data], tmp_path / "whole", FAST, show_progress=False)
     real_step = trainer_mod._step
 
-    def dies_at_step_5(step: int, *args: object, **kwargs: object) -> list[float]:
+    def dies_at_step_5(step: int, *args: object, **kwargs: object) -> object:
         if step == 5:
             raise KeyboardInterrupt  # a kill after step 5's state was saved
         return real_step(step, *args, **kwargs)  # type: ignore[arg-type]
