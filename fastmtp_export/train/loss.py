@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from .head import TrainableHead
-from .kd import KDConfig, kl_sum
+from .kd import KDConfig, kl_from_top, teacher_top
 
 
 def step_weights(beta: float, steps: int) -> list[float]:
@@ -67,6 +67,12 @@ def losses(
     positions = torch.arange(t, device=ids.device)  # [T]
     h = hidden.float()
     sums, kls = [], []
+    if kd is not None:
+        # the main head at position j predicts x_{j+1}: it is step k's teacher for row j-k
+        need = mask[..., 1:]  # [..., T-1]: is x_{j+1} a trained target
+        t_ids, t_logp = teacher_top(hidden[..., :-1, :][need], head.lm_head, kd)  # [P, n] each
+        row_of = torch.full(need.shape, -1, dtype=torch.int64, device=ids.device)  # [..., T-1]
+        row_of[need] = torch.arange(t_ids.shape[0], device=ids.device)
     for k in range(1, steps + 1):
         next_ids = torch.roll(ids, -k, dims=-1)  # [..., T]: x_{t+k}; the tail is never a target
         next_ids[..., t - k :] = 0
@@ -81,6 +87,6 @@ def losses(
         logits = head.logits(h[..., :n, :][keep])  # [N, V]
         sums.append(F.cross_entropy(logits, ids[..., k + 1 :][keep], reduction="sum"))
         if kd is not None:
-            teacher = hidden[..., k : k + n, :][keep]  # [N, H]: trunk state at t+k
-            kls.append(kl_sum(logits, teacher, head.lm_head, kd))
+            rows = row_of[..., k : k + n][keep]  # [N]: the teacher of x_{t+k+1}, at t+k
+            kls.append(kl_from_top(logits, t_ids[rows], t_logp[rows], kd.direction))
     return torch.stack(sums), (torch.stack(kls) if kd is not None else None)
