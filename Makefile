@@ -57,7 +57,8 @@ demo: $(VENV)/.installed-eval
 test: lane
 	$(BIN)/python -m pytest
 
-quality: $(VENV)/.installed-dev
+# mypy checks sglang_patch against the SGLang it runs with: the lane's install, as for tests
+quality: $(VENV)/.installed-sglang
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
