@@ -99,7 +99,9 @@ def train(
     ] = 4096,
     cache_gb: Annotated[
         float,
-        typer.Option(help="Host memory (GiB) to keep the trunk's states across epochs; 0: off."),
+        typer.Option(
+            help="Host memory (GiB, per process) for the trunk's states across epochs; 0: off."
+        ),
     ] = 4.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the stopped run in --out.")

@@ -228,19 +228,25 @@ KD = TrainOptions(
 )  # fmt: skip
 
 
+@pytest.mark.parametrize("cache_gb", [4.0, 0.0])
 def test_a_resumed_kl_run_equals_an_uninterrupted_one(
-    source: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_gb: float
 ) -> None:
-    """Batched (2 sequences of 70-72 tokens per forward), cached trunk states (2 epochs), KL on."""
-    whole = train(source, [data], tmp_path / "whole", KD, show_progress=False)
+    """KL on, 2 sequences of 70-72 tokens per forward, and the trunk's states cached
+    (2 epochs) or recomputed on each micro-batch: the kill is in the second epoch."""
+    opts = TrainOptions(**{**KD.__dict__, "cache_gb": cache_gb})
+    whole = train(source, [data], tmp_path / "whole", opts, show_progress=False)
     record = json.loads((tmp_path / "whole" / "training.json").read_text())
     assert record["options"]["kd_weight"] == 0.5
     assert record["options"]["kd_top_n"] == 300
     assert record["options"]["kd_direction"] == REVERSE
     assert all(len(h["kl"]) == 3 and min(h["kl"]) > 0 for h in record["history"])
-    plain = train(source, [data], tmp_path / "plain", FAST, show_progress=False)
-    assert plain.record["history"][0]["loss"] != whole.record["history"][1]["loss"]
+    plain_opts = TrainOptions(**{**opts.__dict__, "kd_weight": 0.0})
+    plain = train(source, [data], tmp_path / "plain", plain_opts, show_progress=False)
     assert "kl" not in plain.record["history"][0]
+    # the same first step (the KL is its own term), then the KL's gradient shows
+    assert plain.record["history"][0]["loss"] == whole.record["history"][0]["loss"]
+    assert plain.record["history"][1]["loss"] != whole.record["history"][1]["loss"]
     real_step = trainer_mod._step
 
     def dies_at_step_5(step: int, *args: object, **kwargs: object) -> object:
@@ -251,13 +257,13 @@ def test_a_resumed_kl_run_equals_an_uninterrupted_one(
     monkeypatch.setattr(trainer_mod, "_step", dies_at_step_5)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(source, [data], out, KD, show_progress=False)
+        train(source, [data], out, opts, show_progress=False)
     assert (out / STATE_NAME).exists()
     monkeypatch.setattr(trainer_mod, "_step", real_step)
     for change in ({"kd_weight": 1.0}, {"kd_top_n": 200}, {"kd_direction": FORWARD}):
         with pytest.raises(TrainError, match="other options"):
-            train(source, [data], out, TrainOptions(**{**KD.__dict__, **change}), resume=True)
-    resumed = train(source, [data], out, KD, resume=True, show_progress=False)
+            train(source, [data], out, TrainOptions(**{**opts.__dict__, **change}), resume=True)
+    resumed = train(source, [data], out, opts, resume=True, show_progress=False)
     assert resumed.resumed_from == 5
     a, b = (
         load_file(str(tmp_path / "whole" / "model.safetensors")),
