@@ -1,10 +1,12 @@
 """``fastmtp-export train``: fine-tune a checkpoint's MTP head with the FastMTP recipe.
 
 The trunk, embedding and ``lm_head`` are frozen; only the MTP layer trains. Each
-optimizer step takes ``batch`` sequences, runs the frozen trunk once per sequence
-(no gradient), applies the head recursively K times (:mod:`.loss`) and weights the
-steps beta^(k-1). Step k's loss is the mean over the batch's step-k targets, so a
-long sequence weighs by its tokens, as in upstream's token-level mean.
+optimizer step takes ``batch`` sequences, runs them through the frozen trunk (no
+gradient) in micro-batches, or takes their states from the cache of earlier epochs
+(:mod:`.step`), applies the head recursively K times (:mod:`.loss`) and weights the
+steps beta^(k-1); ``kd_weight`` adds MTP-D's KL term to the main head (:mod:`.kd`).
+Step k's loss is the mean over the batch's step-k targets, so a long sequence weighs
+by its tokens, as in upstream's token-level mean.
 
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes every
 ``world``-th sequence of each batch; target counts and gradients are summed across
