@@ -1,5 +1,5 @@
-"""One optimizer step: this rank's sequences in micro-batches, the frozen trunk's states,
-the recursive loss, the backward and the update.
+"""One optimizer step's gradients: this rank's sequences in micro-batches, the frozen
+trunk's states, the recursive loss and the backward (the trainer clips and steps).
 
 Throughput comes from two things. Sequences run several at a time: this rank's share
 of the batch is sorted by length and cut into micro-batches of at most
