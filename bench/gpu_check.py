@@ -19,13 +19,14 @@ Without a GPU (or with ``--cpu``) the same parts run at tiny shapes, without gra
 (a "capture" binds the tensors a graph would bake): the test suite runs that.
 
 Usage: python bench/gpu_check.py [--out bench/out/gpu_check.json] [--cpu | --require-gpu]
-       [--parts graphs,costs,hooks,train] [--corrupt rebind|carry]
+       [--parts graphs,costs,hooks,train] [--k 32768] [--corrupt rebind|carry]
 Device tool: python bench/gpu_check.py --require-gpu --out $OUT/gpu_check.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ def _args() -> argparse.Namespace:
     mode.add_argument("--cpu", action="store_true", help="tiny shapes on the CPU, no graphs")
     mode.add_argument("--require-gpu", action="store_true", help="fail if CUDA is unavailable")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of parts")
+    ap.add_argument("--k", type=int, default=GPU.k, help="one map's size on the GPU (K_u = 2K)")
     ap.add_argument(
         "--corrupt",
         choices=CORRUPTIONS,
@@ -66,6 +68,8 @@ def _args() -> argparse.Namespace:
         sys.exit(f"error: unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
     if args.corrupt and args.corrupt not in CORRUPTIONS:
         sys.exit(f"error: {CORRUPT_ENV}={args.corrupt!r}; use one of {', '.join(CORRUPTIONS)}")
+    if not 1 <= args.k <= GPU.vocab // 2:
+        sys.exit(f"error: --k {args.k} must lie in [1, {GPU.vocab // 2}] (K_u = 2K <= V)")
     if args.require_gpu and not torch.cuda.is_available():
         sys.exit("error: --require-gpu but torch sees no CUDA device; run on a GPU machine")
     args.parts = parts
@@ -121,7 +125,7 @@ def main() -> int:
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
-    shapes = GPU if cuda else CPU
+    shapes = dataclasses.replace(GPU, k=args.k) if cuda else CPU
     start = time.perf_counter()
     result: dict[str, Any] = _environment(device, shapes)
     if not cuda and not args.cpu:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -22,15 +23,27 @@ log = logging.getLogger("sglang_patch")
 
 #: log the per-language counters every this many draft batches (SGLang's decode-log interval)
 LOG_EVERY = 40
+#: the request attribute caching ``(id(bank), language)`` (plain values: a request holds
+#: no reference to the bank's tensors): a request's ``custom_params`` never change once it
+#: reaches the scheduler, and this runs for every request of every round
+LANG_ATTR = "_fastmtp_draft_lang"
+
+
+def _request_lang(req: Any, bank: DraftVocabBank) -> str | None:
+    """The request's supported language (``None``: unknown), parsed once per request."""
+    cached = getattr(req, LANG_ATTR, None)
+    if cached is not None and cached[0] == id(bank):
+        return cached[1]
+    lang = request_language(getattr(req.sampling_params, "custom_params", None), bank.langs)
+    # a request type without attributes of its own (slots) is parsed each round
+    with contextlib.suppress(AttributeError):
+        setattr(req, LANG_ATTR, (id(bank), lang))
+    return lang
 
 
 def _languages(worker: Any, bank: DraftVocabBank, reqs: Any) -> Any:
     """Requests per language (unknown ones as the default)."""
-    langs = (
-        request_language(getattr(r.sampling_params, "custom_params", None), bank.langs)
-        for r in reqs
-    )
-    return language_counts(langs, worker._fastmtp_maps.default)
+    return language_counts([_request_lang(r, bank) for r in reqs], worker._fastmtp_maps.default)
 
 
 def _switch(worker: Any, bank: DraftVocabBank, langs: frozenset[str]) -> None:
