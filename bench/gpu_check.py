@@ -20,7 +20,7 @@ Without a GPU (or with ``--cpu``) the same parts run at tiny shapes, without gra
 
 Usage: python bench/gpu_check.py [--out bench/out/gpu_check.json] [--cpu | --require-gpu]
        [--parts graphs,costs,hooks,train] [--k 32768] [--corrupt rebind|carry]
-Device tool: python bench/gpu_check.py --require-gpu --out $OUT/gpu_check.json
+Device tool: python3 bench/gpu_check.py --require-gpu --out $OUT/gpu_check.json
 """
 
 from __future__ import annotations
