@@ -14,7 +14,6 @@ from typer.testing import CliRunner, Result
 
 from fastmtp_export.cli import app
 from fastmtp_export.errors import TrainError
-from fastmtp_export.train import trainer as trainer_mod
 from fastmtp_export.train.data import Sample, load_chat_tokenizer, read_samples
 from fastmtp_export.train.head import TrainableHead
 from fastmtp_export.train.kd import FORWARD, REVERSE, KDConfig, kl_sum
@@ -25,7 +24,7 @@ from fastmtp_export.train.step import Trunk, train_step
 from fastmtp_export.train.trainer import TrainOptions, train
 
 from ..conftest import BPE_MODEL_VOCAB, assert_one_line_error, source_tensors
-from . import test_train
+from . import test_train, train_killed_after
 from .test_train import FAST
 
 #: the tiny MiMo source with its BPE tokenizer, and 16 chat records (test_train's fixtures)
@@ -230,7 +229,7 @@ KD = TrainOptions(
 
 @pytest.mark.parametrize("cache_gb", [4.0, 0.0])
 def test_a_resumed_kl_run_equals_an_uninterrupted_one(
-    source: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_gb: float
+    source: Path, data: Path, tmp_path: Path, cache_gb: float
 ) -> None:
     """KL on, 2 sequences of 70-72 tokens per forward, and the trunk's states cached
     (2 epochs) or recomputed on each micro-batch: the kill is in the second epoch."""
@@ -247,19 +246,9 @@ def test_a_resumed_kl_run_equals_an_uninterrupted_one(
     # the same first step (the KL is its own term), then the KL's gradient shows
     assert plain.record["history"][0]["loss"] == whole.record["history"][0]["loss"]
     assert plain.record["history"][1]["loss"] != whole.record["history"][1]["loss"]
-    real_step = trainer_mod._step
-
-    def dies_at_step_5(step: int, *args: object, **kwargs: object) -> object:
-        if step == 5:
-            raise KeyboardInterrupt
-        return real_step(step, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(trainer_mod, "_step", dies_at_step_5)
     out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(source, [data], out, opts, show_progress=False)
+    train_killed_after(5, source, [data], out, opts, show_progress=False)
     assert (out / STATE_NAME).exists()
-    monkeypatch.setattr(trainer_mod, "_step", real_step)
     for change in ({"kd_weight": 1.0}, {"kd_top_n": 200}, {"kd_direction": FORWARD}):
         with pytest.raises(TrainError, match="other options"):
             train(source, [data], out, TrainOptions(**{**opts.__dict__, **change}), resume=True)

@@ -19,9 +19,9 @@ from fastmtp_export.cli import app
 from fastmtp_export.errors import TrainError
 from fastmtp_export.train import trainer as trainer_mod
 from fastmtp_export.train.state import STATE_NAME, load_state, restore, save_state
-from fastmtp_export.train.trainer import train
 
 from ..conftest import assert_one_line_error
+from . import train_killed_after
 from .test_train import FAST, data, source  # noqa: F401  (fixtures)
 
 IDENTITY = {"options": "{}", "data": "d" * 64, "source": "s" * 64}
@@ -227,7 +227,6 @@ def test_train_resume_refuses_a_tampered_state(
     source: Path,  # noqa: F811
     data: Path,  # noqa: F811
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Through the CLI: a state of the wrong shape, and a real state with a bad tensor."""
     runner = CliRunner()
@@ -237,17 +236,7 @@ def test_train_resume_refuses_a_tampered_state(
             "--warmup", "0", "--save-every", "1", "-q"]  # fmt: skip
     # the interrupted run first: the tokenizer's logger then writes to a stream that
     # outlives the CLI runs below (not to one CliRunner closes)
-    real_step = trainer_mod._step
-
-    def dies_at_step_2(step: int, *a: object, **kw: object) -> object:
-        if step == 2:
-            raise KeyboardInterrupt  # a kill after step 2's state was saved
-        return real_step(step, *a, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(trainer_mod, "_step", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(source, [data], out, FAST, overwrite=True, show_progress=False)
-    monkeypatch.setattr(trainer_mod, "_step", real_step)
+    train_killed_after(2, source, [data], out, FAST, overwrite=True, show_progress=False)
     good = (out / STATE_NAME).read_bytes()
     torch.save([{"step": 3}], out / STATE_NAME)
     assert_one_line_error(runner.invoke(app, args), str(out / STATE_NAME), "--overwrite")

@@ -24,7 +24,6 @@ from fastmtp_export.cli import app
 from fastmtp_export.errors import TrainError
 from fastmtp_export.evaluate.reference import MiMoMTPReference
 from fastmtp_export.maps.synthetic_corpus import records
-from fastmtp_export.train import trainer as trainer_mod
 from fastmtp_export.train.data import load_chat_tokenizer, read_samples
 from fastmtp_export.train.head import TrainableHead
 from fastmtp_export.train.loss import step_losses, step_weights
@@ -38,6 +37,7 @@ from ..conftest import (
     source_tensors,
     tree_digest,
 )
+from . import train_killed_after
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = TrainOptions(epochs=2, batch=4, lr=3e-3, max_length=40, save_every=1, warmup=0.0)
@@ -157,23 +157,13 @@ def test_train_learns_and_leaves_the_source_alone(source: Path, data: Path, tmp_
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(
-    source: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, data: Path, tmp_path: Path
 ) -> None:
     whole = train(source, [data], tmp_path / "whole", FAST, show_progress=False)
-    real_step = trainer_mod._step
-
-    def dies_at_step_5(step: int, *args: object, **kwargs: object) -> object:
-        if step == 5:
-            raise KeyboardInterrupt  # a kill after step 5's state was saved
-        return real_step(step, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(trainer_mod, "_step", dies_at_step_5)
     out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(source, [data], out, FAST, show_progress=False)
+    train_killed_after(5, source, [data], out, FAST, show_progress=False)
     assert (out / STATE_NAME).exists()
     assert not (out / "model.safetensors").exists()
-    monkeypatch.setattr(trainer_mod, "_step", real_step)
     with pytest.raises(TrainError, match="stopped run.*--resume"):
         train(source, [data], out, FAST, show_progress=False)
     with pytest.raises(TrainError, match="other options"):
