@@ -16,7 +16,7 @@ from typing import Any
 
 from .._util.units import human_bytes, percent, percents
 from .launch import sglang_command
-from .manifest import Manifest, cache_snapshot
+from .manifest import Manifest
 
 CARD_NAME = "README.md"
 LIBRARY_NAME = "fastmtp-export"
@@ -37,11 +37,6 @@ class CardOptions:
     base_model: str | None = None  # Hub id of the base; else the manifest's source.repo_id
     base_revision: str | None = None
     license: str | None = None  # inherited from the base's card or config when None
-
-
-def base_from_path(path: str) -> tuple[str | None, str | None]:
-    """(Hub id, commit) of a base read from the huggingface_hub cache, else (None, None)."""
-    return cache_snapshot(path)
 
 
 def inherited_license(base_dir: Path) -> str | None:

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from fastmtp_export.artifact import manifest as mf
 from fastmtp_export.artifact.eval_record import AcceptanceStats, EvaluationInfo, ModeResult
-from fastmtp_export.artifact.model_card import CardOptions, base_from_path, render_card
+from fastmtp_export.artifact.manifest import cache_snapshot
+from fastmtp_export.artifact.model_card import CardOptions, render_card
 from fastmtp_export.cli import app
 from fastmtp_export.maps.token_map import save_token_map
 
@@ -317,8 +318,8 @@ class TestModelCard:
         path = "/home/u/.cache/huggingface/hub/models--XiaomiMiMo--MiMo-7B-RL/snapshots/" + (
             "a" * 40
         )
-        assert base_from_path(path) == ("XiaomiMiMo/MiMo-7B-RL", "a" * 40)
-        assert base_from_path("/models/MiMo-7B-RL") == (None, None)
+        assert cache_snapshot(path) == ("XiaomiMiMo/MiMo-7B-RL", "a" * 40)
+        assert cache_snapshot("/models/MiMo-7B-RL") == (None, None)
 
 
 class TestNoLocalPathIsPublished:
