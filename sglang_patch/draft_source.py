@@ -87,7 +87,7 @@ def draft_fetch(
         PendingError: ``wait`` is false and the fetch is still running.
         FastMTPError: the fetch failed or ran out of time.
     """
-    repo_id = _repo_id(draft) if draft and not Path(draft).is_dir() else None
+    repo_id = _repo_id(draft)
     if repo_id is None:
         return None
     found = _resolution(repo_id, revision).outcome(wait)
@@ -100,15 +100,16 @@ def draft_fetch(
 
 def start_resolving(draft: str | None, revision: str | None = None) -> None:
     """Start fetching a repo-id draft's files in the background (no-op otherwise)."""
-    repo_id = _repo_id(draft) if draft and not Path(draft).is_dir() else None
+    repo_id = _repo_id(draft)
     if repo_id is not None:
         _resolution(repo_id, revision)
 
 
-def _repo_id(draft: str) -> str | None:
-    """``ORG/NAME`` when the draft path is a bare Hub repo id (not a local path; SGLang
-    takes the revision in its own flag), else ``None``."""
-    ref = parse_repo_ref(draft)
+def _repo_id(draft: str | None) -> str | None:
+    """``ORG/NAME`` when the draft path is a bare Hub repo id (not an existing local path,
+    which :func:`parse_repo_ref` leaves out; SGLang takes the revision in its own flag),
+    else ``None``."""
+    ref = parse_repo_ref(draft) if draft else None
     return ref[0] if ref is not None and ref[1] is None else None
 
 
