@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from tests.real_model.prompts import paragraphs, prompts, write_prompts  # noqa: E402
 from tests.sglang_lane.server import (  # noqa: E402
-    CHAIN_FLAGS,
     CPU_FLAGS,
     REAL_MODEL_FLAGS,
     lane_env,
@@ -116,28 +115,47 @@ def throughput(model: Path, data: Path, n: int) -> dict[str, float]:
     return out
 
 
-def sglang_acceptance(model: Path, art: Path, held: Path, work: Path, n: int) -> dict[str, Any]:
-    """Per-position acceptance of ``art`` served by SGLang, over the held-out prompts."""
+def chain_flags(steps: int) -> list[str]:
+    """SGLang's EAGLE chain flags at ``steps`` draft tokens per verify."""
+    return [
+        "--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(steps),
+        "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", str(steps + 1),
+    ]  # fmt: skip
+
+
+def sglang_acceptance(
+    model: Path, art: Path | None, held: Path, work: Path, n: int, steps: int = 3
+) -> dict[str, Any]:
+    """Per-position acceptance of ``art`` served by SGLang at K=``steps``, over the
+    held-out prompts, and the output ids; ``art`` None serves without speculation."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model))
-    hist, tokens, verifies = [0, 0, 0, 0], 0, 0
-    with sglang_server(
-        model, work, *REAL_MODEL_FLAGS, *CHAIN_FLAGS, "--speculative-draft-model-path", str(art)
-    ) as s:
+    hist, tokens, verifies = [0] * (steps + 1), 0, 0
+    outputs = []
+    spec = [] if art is None else [*chain_flags(steps), "--speculative-draft-model-path", str(art)]
+    with sglang_server(model, work, *REAL_MODEL_FLAGS, *spec) as s:
         for line in held.read_text().splitlines():
             text = tok.apply_chat_template(
                 json.loads(line)["messages"], add_generation_prompt=True, tokenize=False
             )
             doc = s.generate(tok(text, add_special_tokens=False)["input_ids"], n)
+            outputs.append(doc["output_ids"])
+            if art is None:
+                continue
             meta = doc["meta_info"]
             for j, c in enumerate(meta["spec_correct_drafts_histogram"]):
                 hist[j] += c
             tokens += meta["completion_tokens"]
             verifies += meta["spec_verify_ct"]
-    position = [sum(hist[p:]) / sum(hist) for p in (1, 2, 3)]
+    if art is None:
+        return {"outputs": outputs}
+    position = [sum(hist[p:]) / sum(hist) for p in range(1, steps + 1)]
     # SGLang's spec_accept_length: output tokens per verify step, over every request
-    return {"histogram": hist, "position_acceptance": position, "accept_length": tokens / verifies}
+    return {
+        "histogram": hist, "position_acceptance": position, "accept_length": tokens / verifies,
+        "outputs": outputs,
+    }  # fmt: skip
 
 
 def serving(
@@ -224,6 +242,7 @@ def main() -> None:
         results[f"sglang_{name}"] = sglang_acceptance(
             model, arts[name], held, work / f"serve-{name}", args.eval_tokens
         )
+        del results[f"sglang_{name}"]["outputs"]
     _log("serving")
     results["serving"] = serving(model, data, held, work / "head-k3", work, args)
     _log("throughput")

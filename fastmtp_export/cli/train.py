@@ -103,6 +103,18 @@ def train(
             help="Host memory (GiB, per process) for the trunk's states across epochs; 0: off."
         ),
     ] = 4.0,
+    drop_cut: Annotated[
+        bool,
+        typer.Option(
+            "--drop-cut", help='Leave out answers cut at the length limit (finish_reason "length").'
+        ),
+    ] = False,
+    max_repeat: Annotated[
+        float,
+        typer.Option(
+            help="Leave out answers whose share of repeated 4-grams exceeds this (loops); 1: off."
+        ),
+    ] = 1.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the stopped run in --out.")
     ] = False,
@@ -145,7 +157,8 @@ def train(
         steps=steps, beta=beta, epochs=epochs, lr=lr, batch=batch, warmup=warmup,
         max_length=max_length, seed=seed, save_every=save_every, device=device, dtype=dtype,
         mtp_layer=mtp_layer, kd_weight=kd_weight, kd_top_n=kd_top_n, kd_direction=kd_direction,
-        micro_batch_tokens=micro_batch_tokens, cache_gb=cache_gb,
+        micro_batch_tokens=micro_batch_tokens, cache_gb=cache_gb, drop_cut=drop_cut,
+        max_repeat=max_repeat,
     )  # fmt: skip
     result = run(
         source, data, out, opts, resume=resume, overwrite=overwrite,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any
 from ..errors import TrainError
 from ..maps.corpus import record_text
 from ..maps.tokenizer import load_auto_tokenizer
+from .filters import CUT, DataFilter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class DataStats:
     samples: int = 0
     truncated: int = 0
     empty: int = 0
+    #: dropped by the filters: cut at the length limit, degenerate repetition
+    cut: int = 0
+    repetitive: int = 0
     target_tokens: int = 0
     sha256: str = ""
 
@@ -83,14 +90,19 @@ def _role(message: Any) -> str | None:
 
 
 def read_samples(
-    files: Sequence[Path], tokenizer: Any, *, max_length: int
+    files: Sequence[Path],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    keep: DataFilter | None = None,
 ) -> tuple[list[Sample], DataStats]:
-    """Every usable record of ``files`` as a :class:`Sample`, in file order.
+    """Every usable record of ``files`` that ``keep`` keeps, as a :class:`Sample`.
 
     Raises:
         TrainError: a missing file, a malformed line, a record without text, or no
             trainable tokens at all; named ``file:line``.
     """
+    keep = keep or DataFilter()
     stats = DataStats()
     digest = hashlib.sha256()
     samples: list[Sample] = []
@@ -121,6 +133,12 @@ def read_samples(
                 raise TrainError(
                     f'{where}: a record needs {{"messages": [...]}} or {{"text": ...}}'
                 )
+            if (why := keep.verdict(record, ids[start:])) is not None:
+                if why == CUT:
+                    stats.cut += 1
+                else:
+                    stats.repetitive += 1
+                continue
             if len(ids) > max_length:
                 ids, stats.truncated = ids[:max_length], stats.truncated + 1
             mask = tuple(i >= start for i in range(len(ids)))
@@ -131,9 +149,16 @@ def read_samples(
             samples.append(Sample(tuple(ids), mask))
             stats.target_tokens += sum(mask)
     stats.samples, stats.sha256 = len(samples), digest.hexdigest()
+    log.info(
+        "read %d records: %d trained, %d dropped as cut (--drop-cut), %d as repetitive "
+        "(--max-repeat), %d too short, %d truncated to --max-length",
+        stats.records, stats.samples, stats.cut, stats.repetitive, stats.empty, stats.truncated,
+    )  # fmt: skip
     if not samples:
+        dropped = stats.cut + stats.repetitive
         raise TrainError(
             f"--data holds no trainable tokens ({stats.records} records, {stats.empty} too "
-            "short); pass self-distilled answers (fastmtp-export distill writes them)"
+            f"short, {dropped} dropped by the filters); pass self-distilled answers "
+            "(fastmtp-export distill writes them), or loosen --drop-cut / --max-repeat"
         )
     return samples, stats

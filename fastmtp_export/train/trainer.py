@@ -39,6 +39,7 @@ from .._util.atomic import atomic_write
 from .._version import __version__
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
+from .filters import DataFilter
 from .head import TrainableHead
 from .kd import DIRECTIONS, REVERSE, KDConfig
 from .loss import step_weights
@@ -72,6 +73,12 @@ class TrainOptions:
     kd_direction: str = REVERSE  #: reverse = KL(step || main head), forward = KL(main || step)
     micro_batch_tokens: int = 4096  #: padded tokens per forward; 0 = one sequence at a time
     cache_gb: float = 4.0  #: host memory for the trunk's states across epochs; 0 = recompute
+    drop_cut: bool = False  #: leave out answers cut at the length limit
+    max_repeat: float = 1.0  #: leave out answers with a larger repeated-4-gram share; 1 = off
+
+    def data_filter(self) -> DataFilter:
+        """The filters applied while reading --data."""
+        return DataFilter(drop_cut=self.drop_cut, max_repeat=self.max_repeat)
 
     def kd(self) -> KDConfig | None:
         """The self-distillation term, or None when its weight is 0 (the plain loss)."""
@@ -103,6 +110,10 @@ class TrainOptions:
             (
                 not (math.isfinite(self.cache_gb) and self.cache_gb >= 0),
                 "--cache-gb must be 0 (off) or a positive number",
+            ),
+            (
+                not (math.isfinite(self.max_repeat) and 0 <= self.max_repeat <= 1),
+                "--max-repeat must be in [0, 1] (1: off)",
             ),
         ]
         for bad, message in problems:
@@ -205,7 +216,9 @@ def train(
             f"--kd-top-n {opts.kd_top_n} exceeds the vocabulary ({vocab} tokens); pass at "
             f"most {vocab}"
         )
-    samples, stats = read_samples(data, load_chat_tokenizer(source), max_length=opts.max_length)
+    samples, stats = read_samples(
+        data, load_chat_tokenizer(source), max_length=opts.max_length, keep=opts.data_filter()
+    )
     identity = {
         "options": json.dumps(
             {
