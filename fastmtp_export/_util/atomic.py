@@ -89,7 +89,7 @@ def atomic_directory(
         raise OutputError(
             f"cannot create --out {out}: {exc.strerror or exc}; choose a writable location"
         ) from exc
-    with _run_lock(out):
+    with run_lock(out):
         try:
             _recover(out)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
@@ -128,7 +128,7 @@ _NO_FLOCK_WARNING = (
 
 
 @contextmanager
-def _run_lock(out: Path) -> Iterator[None]:
+def run_lock(out: Path) -> Iterator[None]:
     """Hold ``.<name>.lock`` (``flock``, exclusive) for the whole run into ``out``.
 
     The file is removed on the way out while still locked; a run that opened it just

@@ -222,6 +222,7 @@ def distill(
         DistillError: unusable prompts, an unreachable server, an ``out`` that is not
             a distill file.
     """
+    from .._util.atomic import run_lock
     from .._util.progress import progress
 
     if opts.concurrency < 1 or opts.retries < 1 or opts.max_tokens < 1:
@@ -231,45 +232,46 @@ def distill(
     if out.resolve() == prompts_file.resolve():
         raise DistillError("--out is the prompt file; inputs are never modified, choose another")
     prompts = read_prompts(prompts_file)
-    state = read_out(out)  # refuses a file that is not ours before anything is written
-    todo = [p for p in prompts if p.id not in state.ids]
-    result = DistillResult(out, len(prompts), len(prompts) - len(todo))
-    client = _Client(server, opts, api_key)
-    started = time.perf_counter()
-    try:
-        model = client.model()
-        log.info(
-            "distilling %d prompts (%d already in %s) with %s at concurrency %d",
-            len(todo), result.already_done, out, model, opts.concurrency,
-        )  # fmt: skip
-        with (
-            open_for_append(out, state) as fh,
-            progress(len(todo), "distill", unit="prompt", enabled=show_progress) as advance,
-        ):
-            streak = 0  # failures in a row: a dead server fails everything
-            for prompt, outcome in _answers(client, model, todo, opts.concurrency):
-                advance(1)
-                if isinstance(outcome, BaseException):
-                    result.failed[prompt.id] = str(outcome)
-                    log.warning("prompt %s failed: %s", prompt.id, outcome)
-                    streak += 1
-                    if streak >= DEAD_AFTER + opts.concurrency:
-                        raise DistillError(
-                            f"the server stopped answering usably, {streak} prompts failed in a "
-                            f"row (last: {outcome}); {result.written} new answers are kept in "
-                            f"{out}; fix or restart it and re-run the same command"
-                        )
-                    continue
-                streak = 0
-                rec = _record(prompt, outcome)
-                fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode())
-                fh.flush()  # one whole line per record; a kill cuts at most the last
-                result.written += 1
-                result.completion_tokens += outcome.completion_tokens
-                result.truncated += outcome.finish_reason == "length"
-            os.fsync(fh.fileno())
-    finally:
-        client.close()
+    with run_lock(out):  # a second distill into the same file would write answers twice
+        state = read_out(out)  # refuses a file that is not ours before anything is written
+        todo = [p for p in prompts if p.id not in state.ids]
+        result = DistillResult(out, len(prompts), len(prompts) - len(todo))
+        client = _Client(server, opts, api_key)
+        started = time.perf_counter()
+        try:
+            model = client.model()
+            log.info(
+                "distilling %d prompts (%d already in %s) with %s at concurrency %d",
+                len(todo), result.already_done, out, model, opts.concurrency,
+            )  # fmt: skip
+            with (
+                open_for_append(out, state) as fh,
+                progress(len(todo), "distill", unit="prompt", enabled=show_progress) as advance,
+            ):
+                streak = 0  # failures in a row: a dead server fails everything
+                for prompt, outcome in _answers(client, model, todo, opts.concurrency):
+                    advance(1)
+                    if isinstance(outcome, BaseException):
+                        result.failed[prompt.id] = str(outcome)
+                        log.warning("prompt %s failed: %s", prompt.id, outcome)
+                        streak += 1
+                        if streak >= DEAD_AFTER + opts.concurrency:
+                            raise DistillError(
+                                f"the server stopped answering usably, {streak} prompts failed "
+                                f"in a row (last: {outcome}); {result.written} new answers are "
+                                f"kept in {out}; fix or restart it and re-run the same command"
+                            )
+                        continue
+                    streak = 0
+                    rec = _record(prompt, outcome)
+                    fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode())
+                    fh.flush()  # one whole line per record; a kill cuts at most the last
+                    result.written += 1
+                    result.completion_tokens += outcome.completion_tokens
+                    result.truncated += outcome.finish_reason == "length"
+                os.fsync(fh.fileno())
+        finally:
+            client.close()
     result.seconds = time.perf_counter() - started
     if todo and len(result.failed) == len(todo) and result.written == 0:
         first = next(iter(result.failed.values()))

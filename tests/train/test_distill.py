@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from fastmtp_export._util.atomic import run_lock
 from fastmtp_export.cli import app
 from fastmtp_export.train.distill import DistillOptions, _Client
 
@@ -209,6 +210,20 @@ def test_an_out_directory_is_one_line(server: FakeOpenAI, tmp_path: Path) -> Non
     prompts = write_prompts(tmp_path / "p.jsonl", ["ok 0"])
     r = run(prompts, server.url, tmp_path)
     assert_one_line_error(r, f"cannot read --out {tmp_path}", "pass another --out")
+
+
+def test_a_second_run_into_the_same_out_is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
+    """Two distills appending to one file would answer the same prompts twice."""
+    prompts = write_prompts(tmp_path / "p.jsonl", ["ok 0", "ok 1"])
+    out = tmp_path / "d.jsonl"
+    out.write_bytes(record("p0", "ok 0"))
+    with run_lock(out):  # the first run, still writing
+        r = run(prompts, server.url, out)
+    assert_one_line_error(r, f"another run is writing --out {out}", "choose another --out")
+    assert out.read_bytes() == record("p0", "ok 0")
+    assert server.calls == {}
+    assert run(prompts, server.url, out, "-q").exit_code == 0  # the lock is gone with it
+    assert len(out.read_bytes().splitlines()) == 2
 
 
 def test_a_cut_last_record_is_dropped_and_the_rest_kept(server: FakeOpenAI, tmp_path: Path) -> None:
