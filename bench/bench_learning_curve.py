@@ -8,12 +8,16 @@ with FastMTP's sampling (temperature 0.6, top-p 0.95, top-k 20). Then, on nested
 shares of those answers (``--sizes`` target tokens):
 
 - the learning curve: one head per size x recipe (``k1``: cross-entropy K=1; ``k3``:
-  cross-entropy K=3; ``k3kd``: K=3 plus MTP-D's KL term), each measured by ``eval``
-  on held-out prompts (p1..p5 and tau at K=5, and tau at K=3);
-- at the largest size, the extra heads of the comparisons: ``k1kd`` (K=1 plus the KL
-  term, for drafting past depth), ``k3kdf`` (the forward KL), ``k3raw`` (no filter);
+  cross-entropy K=3; ``k3kd``: K=3 plus MTP-D's KL term), each measured with eval's
+  decoder on held-out prompts (p1..p3 and tau at K=3; p1..p5 and tau at K=5 for the
+  past-depth heads: k1, k3, k3kd and k1kd at ``--compare-size``, k3kd at the largest);
+- at ``--compare-size``, the extra heads of the comparisons: ``k1kd`` (K=1 plus the KL
+  term, for drafting past depth), ``k3kdf`` (the forward KL), ``k3filt`` (trained on
+  answers kept by ``--drop-cut --max-repeat``; every other head trains on all answers,
+  as ``train`` does by default);
 - the best head served by real SGLang EAGLE at K=3 and K=5 on the same held-out
-  prompts: tau against ``eval``'s, and the output against plain greedy.
+  prompts: tau against the ``eval`` command's, and the output against SGLang without
+  speculation.
 
 Every stage keeps its output under ``--work`` and is skipped when it is there, so a
 stopped run continues where it stopped. The JSON goes to stdout, the tables to stderr.
@@ -60,9 +64,10 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def distill(model: Path, work: Path, max_tokens: int, concurrency: int) -> None:
-    """Answers to every training prompt, in ``work/distilled-{mode}.jsonl``."""
+def distill(model: Path, work: Path, n: int, max_tokens: int, concurrency: int) -> None:
+    """Answers to the first ``n`` training prompts, in ``work/distilled-{mode}.jsonl``."""
     train, held = build()
+    train = train[:n]
     write(work / "held.jsonl", [
         {"messages": [{"role": "user", "content": r["text"]}], "lang": "en", "kind": r["kind"]}
         for r in held
@@ -97,9 +102,11 @@ RECIPES = {
     "k3kd": ["--steps", "3", "--kd-weight", "1"],
     "k1kd": ["--steps", "1", "--kd-weight", "1"],
     "k3kdf": ["--steps", "3", "--kd-weight", "1", "--kd-direction", "forward"],
-    "k3raw": ["--steps", "3"],  # on unfiltered data
+    "k3filt": ["--steps", "3"],  # on the filtered data set
 }
 CURVE = ("k1", "k3", "k3kd")
+#: held-out prompts measured (of 48), by eval and by SGLang alike
+EVAL_PROMPTS = 48
 
 
 def pool(work: Path, model: Path) -> list[tuple[dict[str, Any], list[int]]]:
@@ -112,8 +119,11 @@ def pool(work: Path, model: Path) -> list[tuple[dict[str, Any], list[int]]]:
     tok = load_chat_tokenizer(model)
     records = []
     for mode in MODES:
+        asked = {json.loads(x)["id"] for x in (work / f"prompts-{mode}.jsonl").open()}
         for line in (work / f"distilled-{mode}.jsonl").read_text().splitlines():
             rec = json.loads(line)
+            if rec["id"] not in asked:  # answered before a smaller --prompts
+                continue
             rec["mode"] = mode
             ids = tok(rec["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
             records.append((rec, ids))
@@ -161,7 +171,7 @@ def train_head(
     """Train (once) and export the ``recipe`` head on the ``size`` set; its record."""
     name = f"{recipe}-{size}"
     head, art = work / "heads" / name, work / "arts" / name
-    data = work / "data" / f"{'raw' if recipe == 'k3raw' else 'filtered'}-{size}.jsonl"
+    data = work / "data" / f"{'filtered' if recipe == 'k3filt' else 'raw'}-{size}.jsonl"
     if not (head / "training.json").exists():
         _log(f"training {name}")
         _cli("train", str(model), "--data", str(data), "--out", str(head),
@@ -187,7 +197,7 @@ def evaluate(model: Path, work: Path, name: str, k: int, tokens: int) -> dict[st
         doc = json.loads(
             _cli("eval", str(work / "arts" / name), "--base", str(model), "--prompts",
                  str(work / "held.jsonl"), "--vocab", "full", "--k", str(k),
-                 "--max-new-tokens", str(tokens), "--json", "-q")
+                 "--max-new-tokens", str(tokens), "--limit", str(EVAL_PROMPTS), "--json", "-q")
         )  # fmt: skip
         stats = doc["modes"]["full"]["all"]
         result = {
@@ -200,18 +210,43 @@ def evaluate(model: Path, work: Path, name: str, k: int, tokens: int) -> dict[st
     return result
 
 
+def evaluate_many(
+    model: Path, work: Path, jobs: list[tuple[str, int]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Acceptance of each (head, K) on the held-out prompts (bench/_multi_eval.py: eval's
+    code with one greedy reference for all); cached in ``work/evals``."""
+    from _multi_eval import evaluate_parallel
+
+    cache = work / "evals"
+    cache.mkdir(exist_ok=True)
+    todo = [(n, k) for n, k in jobs if not (cache / f"{n}-k{k}.multi.json").exists()]
+    if todo:
+        _log(f"eval {', '.join(f'{n} K={k}' for n, k in todo)}")
+        got = evaluate_parallel(
+            model, work / "held.jsonl", [(work / "arts" / n, k) for n, k in todo],
+            args.eval_tokens, EVAL_PROMPTS,
+        )  # fmt: skip
+        for (n, k), doc in zip(todo, got, strict=True):
+            if not doc["lossless"]:
+                sys.exit(f"{n} at K={k}: a speculative output differs from greedy")
+            (cache / f"{n}-k{k}.multi.json").write_text(json.dumps(doc))
+    return [json.loads((cache / f"{n}-k{k}.multi.json").read_text()) for n, k in jobs]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/fastmtp-learning-curve"))
+    ap.add_argument("--prompts", type=int, default=900, help="training prompts (of 1,547)")
     ap.add_argument("--max-tokens", type=int, default=192, help="answer length limit")
     ap.add_argument("--concurrency", type=int, default=12, help="per distill mode")
     ap.add_argument("--stop-after", choices=["distill"], default=None)
-    ap.add_argument("--sizes", default="10000,30000,90000", help="answer tokens per set")
-    ap.add_argument("--compare-size", type=int, default=30000, help="of k1kd, k3kdf, k3raw")
-    ap.add_argument("--max-repeat", type=float, default=0.3, help="the repetition filter")
+    ap.add_argument("--sizes", default="10000,30000,100000", help="answer tokens per set")
+    ap.add_argument("--compare-size", type=int, default=30000, help="of k1kd, k3kdf, k3filt")
+    ap.add_argument("--max-repeat", type=float, default=0.4, help="the repetition filter")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--eval-tokens", type=int, default=64)
+    ap.add_argument("--cli-check", action="store_true", help="also run `eval` on the best head")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -219,7 +254,7 @@ def main() -> None:
     if not model.exists():
         _log("converting SmolLM2")
         convert_llama_gguf(smollm2_gguf(), model)
-    distill(model, work, args.max_tokens, args.concurrency)
+    distill(model, work, args.prompts, args.max_tokens, args.concurrency)
     if args.stop_after == "distill":
         return
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -228,47 +263,69 @@ def main() -> None:
     _log(f"filter: {results['filter']}")
     top, mid = max(sizes), args.compare_size
     # most telling first, so a run stopped early has the comparisons that matter
-    plan = [(r, mid) for r in CURVE] + [(r, top) for r in CURVE]
-    plan += [(r, s) for s in sizes if s not in (mid, top) for r in CURVE]
-    plan += [("k1kd", mid), ("k3raw", mid), ("k3kdf", mid)]
-    for recipe, size in plan:
-        name = f"{recipe}-{size}"
-        results[name] = {"train": train_head(model, work, recipe, size, args)}
-        results[name]["k3"] = evaluate(model, work, name, 3, args.eval_tokens)
-        if size == mid or recipe == "k3kd":
-            results[name]["k5"] = evaluate(model, work, name, 5, args.eval_tokens)
+    groups = [[(r, mid) for r in CURVE], [(r, top) for r in CURVE]]
+    groups += [[(r, s) for r in CURVE] for s in sizes if s not in (mid, top)]
+    extras = [("k1kd", mid), ("k3filt", mid), ("k3kdf", mid)]
+    # drafting past the trained depth: K=1 and K=3, with and without the KL term
+    past_depth = {f"{r}-{mid}" for r in ("k1", "k3", "k3kd", "k1kd")} | {f"k3kd-{top}"}
+    for group in [*groups, "sglang", extras]:  # most telling first: a run stopped early
+        if group == "sglang":  # has what matters
+            best = max(
+                (f"{r}-{top}" for r in CURVE), key=lambda n: results[n]["k3"]["accept_length"]
+            )
+            results["sglang"] = check_with_sglang(model, work, best, results[best], args)
+            continue
+        names = [f"{r}-{s}" for r, s in group]
+        for (recipe, size), name in zip(group, names, strict=True):
+            results[name] = {"train": train_head(model, work, recipe, size, args)}
+        jobs = [(n, 3) for n in names] + [(n, 5) for n in names if n in past_depth]
+        for (name, k), got in zip(jobs, evaluate_many(model, work, jobs, args), strict=True):
+            results[name][f"k{k}"] = got
         (work / "results.json").write_text(json.dumps(results, indent=2))
-    best = max((f"{r}-{top}" for r in CURVE), key=lambda n: results[n]["k3"]["accept_length"])
-    results["sglang"] = check_with_sglang(model, work, best, args.eval_tokens)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    if args.cli_check:  # the eval command itself gives the same numbers as _multi_eval
+        best = results["sglang"]["head"]
+        cli = evaluate(model, work, best, 3, args.eval_tokens)
+        results["cli_check"] = {
+            "head": best, "eval_histogram": cli["histogram"],
+            "same_as_multi_eval": cli["histogram"] == results[best]["k3"]["histogram"],
+        }  # fmt: skip
+        (work / "results.json").write_text(json.dumps(results, indent=2))
     json.dump(results, sys.stdout, indent=2)
     print()
     tables(results, sizes, mid)
 
 
-def check_with_sglang(model: Path, work: Path, best: str, tokens: int) -> dict[str, Any]:
+def check_with_sglang(
+    model: Path, work: Path, best: str, measured: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """``best`` served by real SGLang at K=3 and K=5 on the held-out prompts: tau against
-    ``eval``'s, and every output against SGLang without speculation."""
+    eval's (``measured``), and every output against SGLang without speculation."""
     out = work / "sglang.json"
     if out.exists():
         cached: dict[str, Any] = json.loads(out.read_text())
         return cached
-    held = work / "held.jsonl"
+    held, tokens = work / "held.jsonl", args.eval_tokens
+    if "k5" not in measured:
+        measured["k5"] = evaluate_many(model, work, [(best, 5)], args)[0]
     _log("sglang: no speculation")
-    plain = sglang_acceptance(model, None, held, work / "serve-plain", tokens)["outputs"]
+    plain = sglang_acceptance(model, None, held, work / "serve-plain", tokens, limit=EVAL_PROMPTS)
+    plain_ids = plain["outputs"]
     result: dict[str, Any] = {"head": best}
     for k in (3, 5):
         _log(f"sglang: {best} at K={k}")
         got = sglang_acceptance(
-            model, work / "arts" / best, held, work / f"serve-k{k}", tokens, steps=k
-        )
-        ref = evaluate(model, work, best, k, tokens)
+            model, work / "arts" / best, held, work / f"serve-k{k}", tokens, steps=k,
+            limit=EVAL_PROMPTS,
+        )  # fmt: skip
+        ref = measured[f"k{k}"]
         result[f"k{k}"] = {
             "position_acceptance": got["position_acceptance"],
             "accept_length": got["accept_length"], "histogram": got["histogram"],
-            "eval_accept_length": ref["accept_length"],
+            "eval_accept_length": ref["accept_length"], "eval_histogram": ref["histogram"],
             "tau_gap": got["accept_length"] / ref["accept_length"] - 1,
-            "outputs_differing": sum(a != b for a, b in zip(got["outputs"], plain, strict=True)),
+            "outputs_differing": sum(
+                a != b for a, b in zip(got["outputs"], plain_ids, strict=True)
+            ),
         }  # fmt: skip
     out.write_text(json.dumps(result, indent=2))
     return result

@@ -124,7 +124,13 @@ def chain_flags(steps: int) -> list[str]:
 
 
 def sglang_acceptance(
-    model: Path, art: Path | None, held: Path, work: Path, n: int, steps: int = 3
+    model: Path,
+    art: Path | None,
+    held: Path,
+    work: Path,
+    n: int,
+    steps: int = 3,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Per-position acceptance of ``art`` served by SGLang at K=``steps``, over the
     held-out prompts, and the output ids; ``art`` None serves without speculation."""
@@ -135,7 +141,7 @@ def sglang_acceptance(
     outputs = []
     spec = [] if art is None else [*chain_flags(steps), "--speculative-draft-model-path", str(art)]
     with sglang_server(model, work, *REAL_MODEL_FLAGS, *spec) as s:
-        for line in held.read_text().splitlines():
+        for line in held.read_text().splitlines()[:limit]:
             text = tok.apply_chat_template(
                 json.loads(line)["messages"], add_generation_prompt=True, tokenize=False
             )
