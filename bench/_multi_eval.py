@@ -24,7 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def evaluate_heads(
-    base: Path, prompts: Path, jobs: Sequence[tuple[Path, int]], max_new: int, limit: int
+    base: Path,
+    prompts: Path,
+    jobs: Sequence[tuple[Path, int]],
+    max_new: int,
+    limit: int,
+    tokenizer_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Acceptance of each ``(artifact, k)`` over the first ``limit`` prompts of ``prompts``:
     eval's ``all`` statistics for the full draft vocabulary, plus ``lossless``."""
@@ -43,9 +48,11 @@ def evaluate_heads(
     first = inspect_artifact(jobs[0][0])
     first.raise_for_problems()
     info = check_pair(base, jobs[0][0], first.manifest)
-    tokenizer = load_auto_tokenizer(base, fix="pass the base model directory")
-    items = read_prompts(prompts, tokenizer, LanguageDetector(["en"]), limit)
-    eos = set(model_eos_ids(base, info.config)) | {int(tokenizer.eos_token_id)}
+    tokenizer = load_auto_tokenizer(tokenizer_dir or base, fix="pass the tokenizer directory")
+    items = read_prompts(prompts, tokenizer, LanguageDetector(["en", "zh"]), limit)
+    eos = set(model_eos_ids(base, info.config))
+    if getattr(tokenizer, "eos_token_id", None) is not None:  # as eval does
+        eos.add(int(tokenizer.eos_token_id))
     model = load_target_model(info.path, info.config, first.manifest.family, device, dtype)
     target = Target(model)
     refs = [greedy(target, p.ids, max_new, eos) for p in items]
@@ -78,6 +85,7 @@ def evaluate_parallel(
     max_new: int,
     limit: int,
     processes: int = 2,
+    tokenizer_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`evaluate_heads` over ``processes`` single-threaded processes, the jobs dealt
     round-robin. Batch-1 decoding of a small model is bound by per-op overhead, not by
@@ -92,7 +100,8 @@ def evaluate_parallel(
             if not mine:
                 continue
             out = Path(tmp) / f"{i}.json"
-            spec = json.dumps([str(base), str(prompts), mine, max_new, limit])
+            tok = None if tokenizer_dir is None else str(tokenizer_dir)
+            spec = json.dumps([str(base), str(prompts), mine, max_new, limit, tok])
             cmd = [sys.executable, str(Path(__file__)), spec, str(out)]
             procs.append((i, out, subprocess.Popen(cmd, env=env)))
         results: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -109,6 +118,8 @@ if __name__ == "__main__":
 
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(1)
-    b, p, js, n, lim = json.loads(sys.argv[1])
-    docs = evaluate_heads(Path(b), Path(p), [(Path(a), k) for a, k in js], n, lim)
+    b, p, js, n, lim, tok = json.loads(sys.argv[1])
+    docs = evaluate_heads(
+        Path(b), Path(p), [(Path(a), k) for a, k in js], n, lim, tok and Path(tok)
+    )
     Path(sys.argv[2]).write_text(json.dumps(docs))
