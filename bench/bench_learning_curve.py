@@ -103,6 +103,7 @@ RECIPES = {
     "k1kd": ["--steps", "1", "--kd-weight", "1"],
     "k3kdf": ["--steps", "3", "--kd-weight", "1", "--kd-direction", "forward"],
     "k3filt": ["--steps", "3"],  # on the filtered data set
+    "k3e3": ["--steps", "3", "--epochs", "3"],  # the same data three times (last one wins)
 }
 CURVE = ("k1", "k3", "k3kd")
 #: held-out prompts measured (of 48), by eval and by SGLang alike
@@ -200,12 +201,12 @@ def evaluate(model: Path, work: Path, name: str, k: int, tokens: int) -> dict[st
                  "--max-new-tokens", str(tokens), "--limit", str(EVAL_PROMPTS), "--json", "-q")
         )  # fmt: skip
         stats = doc["modes"]["full"]["all"]
-        result = {
+        measured = {
             "position_acceptance": stats["position_acceptance"],
             "accept_length": stats["accept_length"], "histogram": stats["histogram"],
             "lossless": doc["lossless"], "seconds": round(time.perf_counter() - start, 1),
         }  # fmt: skip
-        out.write_text(json.dumps(result))
+        out.write_text(json.dumps(measured))
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
@@ -263,13 +264,15 @@ def main() -> None:
     _log(f"filter: {results['filter']}")
     top, mid = max(sizes), args.compare_size
     # most telling first, so a run stopped early has the comparisons that matter
-    groups = [[(r, mid) for r in CURVE], [(r, top) for r in CURVE]]
+    groups: list[list[tuple[str, int]] | str] = [
+        [(r, mid) for r in CURVE], [(r, top) for r in CURVE], "sglang",
+    ]  # fmt: skip
+    groups += [[("k1kd", mid), ("k3filt", mid), ("k3kdf", mid)], [("k3e3", mid)]]
     groups += [[(r, s) for r in CURVE] for s in sizes if s not in (mid, top)]
-    extras = [("k1kd", mid), ("k3filt", mid), ("k3kdf", mid)]
     # drafting past the trained depth: K=1 and K=3, with and without the KL term
     past_depth = {f"{r}-{mid}" for r in ("k1", "k3", "k3kd", "k1kd")} | {f"k3kd-{top}"}
-    for group in [*groups, "sglang", extras]:  # most telling first: a run stopped early
-        if group == "sglang":  # has what matters
+    for group in groups:  # most telling first: a run stopped early has what matters
+        if isinstance(group, str):  # the SGLang check
             best = max(
                 (f"{r}-{top}" for r in CURVE), key=lambda n: results[n]["k3"]["accept_length"]
             )
