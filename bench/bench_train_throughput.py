@@ -40,10 +40,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from bench_train import _log, smollm2_target  # noqa: E402
 
-from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf  # noqa: E402
 from fastmtp_export.train import trainer as trainer_mod  # noqa: E402
 from fastmtp_export.train.data import Sample, load_chat_tokenizer, read_samples  # noqa: E402
 from fastmtp_export.train.head import TrainableHead  # noqa: E402
@@ -55,10 +56,6 @@ from tests.real_model.prompts import paragraphs, prompts  # noqa: E402
 
 CPU = torch.device("cpu")
 MODES = ("today", "batched", "cached", "batched_cached", "batched_cached_kd")
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def write_data(path: Path, model: Path, n: int, answer_tokens: int) -> None:
@@ -124,10 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = work / "smollm2"
-    if not model_dir.exists():
-        _log("converting SmolLM2")
-        convert_llama_gguf(smollm2_gguf(), model_dir)
+    model_dir = smollm2_target(work)
     data = work / f"chat-{args.sequences}-{args.answer_tokens}.jsonl"
     if not data.exists():
         write_data(data, model_dir, args.sequences, args.answer_tokens)
