@@ -10,7 +10,7 @@ with ``torch.cuda.CUDAGraph`` (on CPU, "capture" binds the tensors the worker ho
 graph bakes their pointers). Between replays the plugin's own hooks run on stand-in
 batches: hook 4 switches the set and turns carried full ids into slots, hooks 5 and 6
 turn the extend's slots into full ids. Every replay is compared with an eager run built
-from the target head and ``union_ids`` alone, not from the bank's buffers.
+from the target head and ``slot_ids`` alone, not from the bank's buffers.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from _gpu_common import Batch, BatchResult, Shapes, Worker, draft_hooks, mixed_reqs
 
-from sglang_patch.bank import DraftVocabBank, LangSet, union_ids
+from fastmtp_export.maps.draft_sets import slot_ids
+from sglang_patch.bank import DraftVocabBank, LangSet
 
 #: corruptions that must make the check fail (tests/bench/test_gpu_check.py)
 CORRUPTIONS = ("rebind", "carry")
@@ -114,7 +115,7 @@ class DraftLoop:
 
 
 class Reference:
-    """The same steps in eager mode, from the target head and ``union_ids`` only."""
+    """The same steps in eager mode, from the target head and ``slot_ids`` only."""
 
     def __init__(self, maps: dict[str, list[int]], head: torch.Tensor, rows: int):
         self.maps, self.head, self.rows = maps, head, rows
@@ -122,7 +123,7 @@ class Reference:
 
     def ids(self, langs: LangSet) -> torch.Tensor:
         if langs not in self._ids:
-            ids = union_ids(self.maps, sorted(langs), self.rows)
+            ids = slot_ids(self.maps, sorted(langs), self.rows)
             self._ids[langs] = torch.tensor(ids, dtype=torch.int64, device=self.head.device)
         return self._ids[langs]  # [K_u]
 

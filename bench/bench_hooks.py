@@ -76,7 +76,7 @@ def _time_batch(
     counted = counts()
 
     def choice() -> frozenset[str]:
-        return hooks.draft_set(counted, current=bank.active, sets=bank.sets)
+        return bank.choose(counted)
 
     def gathers() -> None:
         bank.to_full(bank.to_slots(carried))

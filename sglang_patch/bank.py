@@ -16,9 +16,10 @@ drafts its minority with the majority's map.
   tensors, whatever the number of languages.
 - Every language set's slot contents are computed once at start-up (``table``), so a
   switch is device-to-device only: no host-to-device copy, no synchronisation.
-- A one-language set holds exactly that language's map, padded with repeats of its own
-  ids: a repeated row yields the same logit and the same full id, so a single-language
-  batch drafts exactly as with its own K-row map.
+- A one-language set holds that language's map, then its ranking past the map when the
+  artifact ships one (its own top K_u ids), else repeats of its own ids (a repeated
+  row yields the same logit and full id: exactly its own K-row map). Slot contents and
+  the batch's choice are :mod:`fastmtp_export.maps.draft_sets`, shared with ``eval``.
 - At TP > 1 (``shard``) the target head is a vocabulary shard: the slots are laid out
   in one block per rank (:mod:`.shard`), each rank's head buffer holds only its block's
   rows, gathered from its own shard, and SGLang's all-gather of the draft logits puts
@@ -30,52 +31,25 @@ Pure torch: no SGLang import, unit-tested on CPU.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from itertools import combinations
 
 import torch
 
+from fastmtp_export.maps.draft_sets import (
+    LangSet,
+    covered_set,
+    default_rows,
+    draft_set,
+    offered_sets,
+    prefill_choice,
+    set_label,
+    slot_ids,
+)
+
 from .shard import VocabShard, block_width, local_rows, shard_slots
 
-LangSet = frozenset[str]
-#: the start-up table of every language set's slots is capped at this many bytes; sets
-#: of more languages than fit are not offered (their batches draft with fewer languages)
-MAX_TABLE_BYTES = 64 * 2**20
-
-
-def default_rows(size: int, n_langs: int, vocab: int) -> int:
-    """K_u when the operator sets none: room for two languages' maps (K for one), capped at V."""
-    return min(size * min(n_langs, 2), vocab)
-
-
-def union_ids(maps: Mapping[str, Sequence[int]], langs: Sequence[str], rows: int) -> list[int]:
-    """The ``rows`` full ids of the slots for the language set ``langs``.
-
-    The languages' rankings are interleaved rank by rank (deduplicated), so when the
-    union does not fit every language loses only its tail. A single language is padded
-    with repeats of its own ids (exactly its own map's quality); a set of several is
-    padded from the other languages' rankings (interleaved the same way), then with
-    repeats.
-    """
-    chosen = sorted(langs)
-    out: list[int] = []
-    seen: set[int] = set()
-
-    def take(order: Sequence[str]) -> None:
-        for rank in range(max((len(maps[lang]) for lang in order), default=0)):
-            for lang in order:
-                ids = maps[lang]
-                if rank < len(ids) and ids[rank] not in seen and len(out) < rows:
-                    seen.add(ids[rank])
-                    out.append(ids[rank])
-
-    take(chosen)
-    if len(chosen) > 1:
-        take(sorted(set(maps) - set(chosen)))
-    base = len(out)
-    while len(out) < rows:
-        out.append(out[(len(out) - base) % base])
-    return out
+__all__ = ["DraftVocabBank", "LangSet", "default_rows", "set_label"]
 
 
 class DraftVocabBank:
@@ -89,6 +63,11 @@ class DraftVocabBank:
         rows: K_u, the distinct ids a set may hold (``K <= rows <= V``); default
             :func:`default_rows`.
         shard: this rank's part of a vocabulary-parallel head; ``None`` for a full head.
+        rankings: ``lang -> ids`` past the map (:mod:`fastmtp_export.maps.ranking`): the
+            slots a set's maps leave free are filled from them instead of repeats.
+        shares: ``lang -> {id: share of the language's tokens}``: with them a batch
+            drafts with the set of most expected coverage (every language at once
+            among the candidates), else with its most frequent languages.
     """
 
     @torch.no_grad()
@@ -99,6 +78,8 @@ class DraftVocabBank:
         default: str,
         rows: int | None = None,
         shard: VocabShard | None = None,
+        rankings: Mapping[str, Sequence[int]] | None = None,
+        shares: Mapping[str, Mapping[int, float]] | None = None,
     ) -> None:
         if default not in maps:
             raise ValueError(f"default language {default!r} has no map")
@@ -119,25 +100,34 @@ class DraftVocabBank:
         self.head = head
         self.shard = shard
         device = head.device
-        sets = _fitting_sets(maps, self.langs, rows)
+        sets = offered_sets(maps, rows, with_all=bool(shares))
         #: every language set the active buffer can hold: each union fits in K_u whole
+        #: (with shares also every language at once, each keeping its top rows)
         self.sets: dict[LangSet, int] = {s: i for i, s in enumerate(sets)}
         self.max_langs = max(len(s) for s in sets)
-        slot_ids = [union_ids(maps, sorted(s), rows) for s in sets]
+        full_ids = [slot_ids(maps, s, rows, rankings) for s in sets]
+        #: coverage[set][lang]: the share of lang's tokens the set's slots hold (shares only)
+        self.coverage: dict[LangSet, dict[str, float]] | None = None
+        if shares:
+            self.coverage = {
+                s: {lang: sum(shares[lang].get(i, 0.0) for i in set(ids)) for lang in shares}
+                for s, ids in zip(sets, full_ids, strict=True)
+            }
+        slot_lists = full_ids
         #: [S, L] rows of ``head`` each set's head buffer gathers (TP > 1 only; at TP 1
         #: they are the slot ids themselves)
         self.local: torch.Tensor | None = None
         if shard is not None:
-            width = block_width(slot_ids, shard)
-            slot_ids = [shard_slots(ids, shard, width) for ids in slot_ids]
+            width = block_width(slot_lists, shard)
+            slot_lists = [shard_slots(ids, shard, width) for ids in slot_lists]
             self.local = torch.tensor(
-                [local_rows(ids, shard, width) for ids in slot_ids],
+                [local_rows(ids, shard, width) for ids in slot_lists],
                 dtype=torch.int64,
                 device=device,
             )
         # [S, N] the slots' full ids of every language set (int32: V < 2^31), built once;
         # N = K_u at TP 1, size * W at TP > 1
-        self.table = torch.tensor(slot_ids, dtype=torch.int32, device=device)
+        self.table = torch.tensor(slot_lists, dtype=torch.int32, device=device)
         #: N: the draft logits' width, what SGLang's graphs and buffers see
         self.slots = int(self.table.shape[1])
         self._slots = torch.arange(self.slots, dtype=torch.int64, device=device)  # [N]
@@ -162,6 +152,17 @@ class DraftVocabBank:
         if self.local is not None:
             tensors.append(self.local)
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def choose(self, counts: Counter[str]) -> LangSet:
+        """The set a batch with these requests per language drafts with."""
+        if self.coverage is not None:
+            return covered_set(counts, current=self.active, coverage=self.coverage)
+        return draft_set(counts, current=self.active, sets=self.sets)
+
+    def choose_prefill(self, counts: Counter[str]) -> LangSet:
+        """The set a prefill's draft-extend uses: the active one when it holds every new
+        language (no switch back when the running requests draft next)."""
+        return self.active if prefill_choice(counts, self.active) else self.choose(counts)
 
     @torch.no_grad()
     def switch(self, langs: LangSet) -> bool:
@@ -191,29 +192,3 @@ class DraftVocabBank:
         that one draft, never correctness.
         """
         return self.inverse[full_ids]
-
-
-def _fitting_sets(
-    maps: Mapping[str, Sequence[int]], langs: Sequence[str], rows: int
-) -> list[LangSet]:
-    """Every language, then every set of 2, 3, ... languages whose maps' union fits in ``rows``.
-
-    A superset's union is never smaller, so the search stops at the first size where no
-    set fits, or where the table would pass :data:`MAX_TABLE_BYTES`.
-    """
-    found = [frozenset({lang}) for lang in langs]
-    for n in range(2, len(langs) + 1):
-        fit = [
-            frozenset(c)
-            for c in combinations(langs, n)
-            if len(set().union(*(maps[lang] for lang in c))) <= rows
-        ]
-        if not fit or (len(found) + len(fit)) * rows * 4 > MAX_TABLE_BYTES:
-            break
-        found += fit
-    return found
-
-
-def set_label(langs: LangSet) -> str:
-    """``frozenset({"zh", "en"})`` -> ``"en+zh"`` (logs and metric labels)."""
-    return "+".join(sorted(langs))

@@ -20,6 +20,7 @@ from fastmtp_export._util.confine import refuse_escaping_links
 from fastmtp_export.artifact import manifest as mf
 from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint, language_config
 from fastmtp_export.errors import FastMTPError
+from fastmtp_export.maps.ranking import load_ranking
 from fastmtp_export.maps.token_map import load_token_map
 
 from .bank import default_rows
@@ -49,11 +50,14 @@ def version_problem(version: str) -> str | None:
 
 @dataclass(frozen=True)
 class ArtifactMaps:
-    """The validated maps of a draft artifact."""
+    """The validated maps of a draft artifact, with each language's ranking past its map
+    and token shares when the artifact ships them (format 3)."""
 
     maps: dict[str, list[int]]
     default: str
     size: int
+    rankings: dict[str, list[int]] | None = None
+    shares: dict[str, dict[int, float]] | None = None
 
 
 def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
@@ -71,7 +75,10 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
     info = manifest.token_maps
     if info is None:
         return None
-    refuse_escaping_links(draft_dir, [e.file for e in info.languages.values()])
+    ranked = {lang: e.ranking for lang, e in info.languages.items() if e.ranking is not None}
+    refuse_escaping_links(
+        draft_dir, [e.file for e in info.languages.values()] + [r.file for r in ranked.values()]
+    )
     try:
         config = json.loads((draft_dir / "config.json").read_text())
         vocab = int(language_config(config)["vocab_size"])
@@ -83,7 +90,24 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
         )
         for lang, e in info.languages.items()
     }
-    return ArtifactMaps(maps, info.default_lang, info.size)
+    if not ranked:
+        return ArtifactMaps(maps, info.default_lang, info.size)
+    loaded = {
+        lang: load_ranking(draft_dir / r.file, vocab_size=vocab, size=r.size)
+        for lang, r in ranked.items()
+    }
+    return ArtifactMaps(
+        maps,
+        info.default_lang,
+        info.size,
+        rankings={lang: r.ids for lang, r in loaded.items()},
+        # shares only when every language has them: coverage must compare like with like
+        shares=(
+            {lang: dict(zip(r.ids, r.shares, strict=True)) for lang, r in loaded.items()}
+            if set(loaded) == set(maps)
+            else None
+        ),
+    )
 
 
 def draft_rows(size: int, n_langs: int, vocab: int) -> int:

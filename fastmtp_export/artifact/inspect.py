@@ -21,6 +21,7 @@ from ..checkpoints.contract import contract_problems
 from ..checkpoints.readers import READERS
 from ..checkpoints.safetensors_io import read_header
 from ..errors import ArtifactError, FastMTPError
+from ..maps.ranking import load_ranking
 from ..maps.token_map import load_token_map
 from . import manifest as mf
 from .launch import sglang_command
@@ -200,3 +201,14 @@ def _check_maps(report: ArtifactReport, config: dict[str, Any]) -> None:
             )
         except FastMTPError as exc:
             report.problems.append(str(exc))
+    for lang, e in sorted(maps.languages.items()):
+        r = e.ranking
+        if r is None:
+            continue
+        if r.file not in report.manifest.files:
+            report.problems.append(f"ranking {r.file} ({lang}) is not listed in files")
+        elif (report.path / r.file).is_file():
+            try:
+                load_ranking(report.path / r.file, vocab_size=vocab, size=r.size)
+            except FastMTPError as exc:
+                report.problems.append(str(exc))

@@ -24,9 +24,10 @@ from .eval_record import EvaluationInfo
 MANIFEST_NAME = "fastmtp.json"
 FORMAT_NAME: Literal["fastmtp-draft"] = "fastmtp-draft"
 #: bump on any change a reader of older artifacts would misinterpret. 2 adds
-#: ``token_maps.union``; an artifact declares the oldest version that describes it
-#: (:func:`format_version_for`), so one without a union map stays readable by 1's readers.
-FORMAT_VERSION = 2
+#: ``token_maps.union``, 3 each language's ``ranking``; an artifact declares the oldest
+#: version that describes it (:func:`format_version_for`), so one without them stays
+#: readable by older readers.
+FORMAT_VERSION = 3
 
 
 class FileEntry(StrictModel):
@@ -118,12 +119,28 @@ class SGLangInfo(StrictModel):
     )
 
 
+class RankingEntry(StrictModel):
+    file: PlainName = Field(
+        description="Ranking at the artifact root, rank_<lang>_<N>.json (ids, shares)."
+    )
+    size: int = Field(description="N: ids in the ranking, the draft rows it fills (K_u).")
+    coverage: float | None = Field(
+        description="Held-out token coverage of this language by its N ids (null: unknown)."
+    )
+
+
 class LanguageMapEntry(StrictModel):
     file: PlainName = Field(description="Map file at the artifact root, freq_<lang>_<K>.pt.")
     coverage: float | None = Field(
         description="Held-out token coverage of this language by its own map (null: unknown)."
     )
     tokens: int | None = Field(description="Corpus tokens the map was counted from.")
+    ranking: RankingEntry | None = Field(
+        default=None,
+        description="The language's top N ids and token shares, for sglang_patch (absent: none).",
+    )
+
+    omit_when_none = ("ranking",)
 
 
 class UnionMapEntry(StrictModel):
@@ -159,13 +176,18 @@ def referenced_files(manifest: Manifest) -> list[str]:
     maps = manifest.token_maps
     if maps is not None:
         names += [e.file for e in maps.languages.values()]
+        names += [e.ranking.file for e in maps.languages.values() if e.ranking]
         names += [maps.union.file] if maps.union else []
     return sorted(set(names))
 
 
 def format_version_for(token_maps: TokenMapsInfo | None) -> int:
     """The oldest format version that describes an artifact with these maps."""
-    return 2 if token_maps is not None and token_maps.union is not None else 1
+    if token_maps is None:
+        return 1
+    if any(e.ranking for e in token_maps.languages.values()):
+        return 3
+    return 2 if token_maps.union is not None else 1
 
 
 class ToolInfo(StrictModel):

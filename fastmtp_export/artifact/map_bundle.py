@@ -19,6 +19,7 @@ from .._util.confine import refuse_escaping_links
 from .._util.hashing import sha256_file
 from ..errors import TokenMapError
 from ..maps.lang import normalize_lang
+from ..maps.ranking import load_ranking
 from ..maps.summary import TokenMapSummary, load_summary
 from ..maps.token_map import MAP_NAME, load_token_map
 from ..maps.union import UNION
@@ -44,6 +45,8 @@ class MapBundle:
     union_size: int = 0
     #: whether ``union`` is the summary's own union file
     union_summarized: bool = False
+    #: the ``token-map build`` directory the summary came from (its rankings ship too)
+    source: Path | None = None
 
     def ship(self, out: Path) -> tuple[dict[str, mf.FileEntry], mf.TokenMapsInfo]:
         """Copy the maps into ``out`` and describe them for the manifest."""
@@ -54,10 +57,16 @@ class MapBundle:
             name = MAP_NAME.format(lang=lang, size=self.size)
             files[name] = _copy(src, out / name)
             entry = s.languages.get(lang) if s and lang in self.summarized else None
+            ranking = None
+            if entry is not None and entry.ranking is not None and self.source is not None:
+                r = entry.ranking
+                files[r.file] = _copy(self.source / r.file, out / r.file)
+                ranking = mf.RankingEntry(file=r.file, size=r.size, coverage=r.coverage)
             langs[lang] = mf.LanguageMapEntry(
                 file=name,
                 coverage=entry.coverage if entry else None,
                 tokens=entry.tokens if entry else None,
+                ranking=ranking,
             )
         coverage = None
         if s is not None and str(self.size) in s.coverage:
@@ -220,7 +229,15 @@ def collect_maps(
         union_size = len(load_token_map(union, vocab_size=vocab_size, required=need))
         if not union_size:
             raise TokenMapError(f"union token map {union} is empty; rebuild it")
+    source = token_maps if summary is not None else None
+    for lang in sorted(summarized):
+        r = summary.languages[lang].ranking if summary is not None else None
+        if r is not None and source is not None:
+            refuse_escaping_links(source, [r.file])
+            if not (source / r.file).is_file():
+                raise TokenMapError(f"ranking for {lang!r} not found: {source / r.file}")
+            load_ranking(source / r.file, vocab_size=vocab_size, size=r.size)
     return MapBundle(
         paths, next(iter(sizes.values())), default, tuple(need), summary, summarized,
-        union, union_size, union_summarized,
+        union, union_size, union_summarized, source,
     )  # fmt: skip

@@ -94,7 +94,8 @@ def render_coverage(summary: TokenMapSummary) -> str:
     for lang in langs:
         e = summary.languages[lang]
         counts = f"{e.records:>10,}{e.tokens:>14,}{e.distinct_tokens:>10,}{e.padded:>8}"
-        lines.append(f"{lang:<6}{counts}  {e.file}")
+        ranked = f" + {e.ranking.file} ({percent(e.ranking.coverage)})" if e.ranking else ""
+        lines.append(f"{lang:<6}{counts}  {e.file}{ranked}")
     if u:
         shares = ", ".join(f"{lang} {w:.2f}" for lang, w in u.weights.items())
         lines.append(f"{'union':<6}{'':>42}  {u.file} (row shares: {shares})")
@@ -187,6 +188,16 @@ def build(
             "counted tokens) or LANG=W,... (only those languages), e.g. en=0.7,zh=0.3.",
         ),
     ] = "equal",
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            help="Also write each language's top N ids with their token shares "
+            "(rank_<lang>_<N>.json): sglang_patch fills its N draft rows from them "
+            "instead of repeats and weighs mixed batches by them [default: --union's N].",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Records per tokenizer batch.")] = 2048,
     workers: Annotated[
         int | None,
@@ -242,6 +253,7 @@ def build(
         progress=False if quiet else None,
         union=union,
         weights=weights,
+        rank=rank if rank is not None else union if union is not None and union >= size else None,
     )
     if json_out:
         emit_json({"out": str(result.out), **result.summary.model_dump(mode="json")})

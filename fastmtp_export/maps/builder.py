@@ -24,6 +24,7 @@ from . import summary as ms
 from .corpus import Chunk, CorpusFile, CorpusStats, ReadOptions, plan_chunks
 from .counts import CHUNK_BYTES, CountJob, TokenCounts, count_corpora
 from .lang import DetectorSpec
+from .ranking import RANK_NAME, save_ranking
 from .token_map import MAP_NAME, ranked_ids, save_token_map, select_hot_ids
 from .union import EQUAL, UNION, check_weights, parse_weights, union_hot_ids
 
@@ -65,15 +66,26 @@ def hot_maps(counts: TokenCounts, size: int, required: Sequence[int]) -> dict[st
     """One K=``size`` map per language; shortfalls padded from the all-language ranking."""
     fallback = ranked_ids(counts.total())
     return {
-        lang: select_hot_ids(
-            ranked_ids(c.counted),
-            size,
-            required=required,
-            fallback=fallback,
-            vocab_size=counts.vocab_size,
-        )
-        for lang, c in sorted(counts.languages.items())
+        lang: hot_maps_for(counts, lang, size, required, fallback)
+        for lang in sorted(counts.languages)
     }
+
+
+def hot_maps_for(
+    counts: TokenCounts,
+    lang: str,
+    size: int,
+    required: Sequence[int],
+    fallback: Sequence[int] | None = None,
+) -> list[int]:
+    """``lang``'s ``size`` hot ids; ``fallback`` (default: the all-language ranking) pads."""
+    return select_hot_ids(
+        ranked_ids(counts.languages[lang].counted),
+        size,
+        required=required,
+        fallback=ranked_ids(counts.total()) if fallback is None else fallback,
+        vocab_size=counts.vocab_size,
+    )
 
 
 def build_token_maps(
@@ -96,6 +108,7 @@ def build_token_maps(
     progress: bool | None = None,
     union: int | None = None,
     weights: str = EQUAL,
+    rank: int | None = None,
 ) -> BuildResult:
     """Count ``corpora`` with ``tokenizer`` and write one map per language into ``out``.
 
@@ -108,6 +121,9 @@ def build_token_maps(
         union: also write one ``freq_union_<union>.pt`` map of this many ids holding the
             languages' rankings interleaved (:mod:`.union`).
         weights: the union's row shares: ``equal``, ``tokens`` or ``en=0.7,zh=0.3``.
+        rank: also write each language's top ``rank`` ids with their token shares
+            (``rank_<lang>_<rank>.safetensors``, :mod:`.ranking`): the rows sglang_patch's
+            draft buffer (K_u) fills beyond the map. At least ``size``.
 
     Raises:
         CorpusError, TokenizerError, TokenMapError, OutputError: with one-line messages;
@@ -123,6 +139,11 @@ def build_token_maps(
             )
     if union is not None:
         _check_union_args(union, weights, tokenizer.vocab_size, len(tokenizer.eos_ids))
+    if rank is not None and not size <= rank <= tokenizer.vocab_size:
+        raise TokenMapError(
+            f"--rank {rank} must be between the map size {size} and the vocab size "
+            f"{tokenizer.vocab_size}; it is K_u, the plugin's draft rows (e.g. 2 x --size)"
+        )
     # entered first so a bad --out fails fast; the hidden temp dir stays empty until the end
     with atomic_directory(out, overwrite=overwrite, protect=[f.path for f in corpora]) as tmp:
         job = CountJob(
@@ -147,12 +168,19 @@ def build_token_maps(
             lang: _write_map(tmp, lang, ids, counts, required, coverage[str(size)][lang][lang])
             for lang, ids in maps_by_size[size].items()
         }
+        if rank is not None:
+            entries = {
+                lang: e.model_copy(
+                    update={"ranking": _write_ranking(tmp, lang, rank, counts, required)}
+                )
+                for lang, e in entries.items()
+            }
         union_entry = None
         if union is not None:
             union_entry = _write_union(tmp, counts, union, weights, required)
         summary = ms.TokenMapSummary(
             format=ms.SUMMARY_FORMAT,
-            format_version=ms.SUMMARY_VERSION if union_entry else 1,  # 2 only with a union
+            format_version=3 if rank is not None else 2 if union_entry else 1,
             size=size,
             vocab_size=tokenizer.vocab_size,
             tokenizer=str(tokenizer.path),
@@ -226,6 +254,27 @@ def _write_map(
         heldout_records=c.heldout_records,
         heldout_tokens=int(c.heldout.sum()),
         coverage=coverage,
+    )
+
+
+def _write_ranking(
+    directory: Path, lang: str, size: int, counts: TokenCounts, required: Sequence[int]
+) -> ms.RankingSummary:
+    """Write ``rank_<lang>_<size>.safetensors``: the language's top ``size`` ids (EOS kept,
+    shortfalls padded as maps are) and each one's share of its counted tokens."""
+    import numpy as np
+
+    c = counts.languages[lang]
+    ids = hot_maps_for(counts, lang, size, required)
+    total = int(c.counted.sum())
+    shares = (
+        (c.counted[np.asarray(ids, dtype=np.int64)] / total).tolist() if total else [0.0] * size
+    )
+    name = RANK_NAME.format(lang=lang, size=size)
+    save_ranking(directory / name, ids, shares)
+    held = coverage_matrix(counts, {lang: ids})[lang][lang]
+    return ms.RankingSummary(
+        file=name, sha256=sha256_file(directory / name), size=size, coverage=held
     )
 
 

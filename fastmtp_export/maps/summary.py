@@ -19,11 +19,21 @@ from ..errors import TokenMapError
 
 SUMMARY_NAME = "token_maps.json"
 SUMMARY_FORMAT: Literal["fastmtp-token-maps"] = "fastmtp-token-maps"
-#: 2 adds ``union``; a summary without one is written as version 1, readable by older tools
-SUMMARY_VERSION = 2
+#: 2 adds ``union``, 3 each language's ``ranking``; a summary is written with the oldest
+#: version that describes it, so one without them stays readable by older tools
+SUMMARY_VERSION = 3
 
 #: coverage[size][text_lang][map_lang]: share of held-out tokens the map contains
 CoverageMatrix = dict[str, dict[str, dict[str, float | None]]]
+
+
+class RankingSummary(StrictModel):
+    file: PlainName = Field(description="Ranking file name, rank_<lang>_<N>.json.")
+    sha256: str = Field(description="sha256 of the ranking file.")
+    size: int = Field(description="N: ids in the ranking (K_u, the plugin's draft rows).")
+    coverage: float | None = Field(
+        description="Held-out token coverage of this language by its N ids (null: unknown)."
+    )
 
 
 class LanguageSummary(StrictModel):
@@ -38,6 +48,12 @@ class LanguageSummary(StrictModel):
     coverage: float | None = Field(
         description="Share of this language's held-out tokens its own map covers (null: none)."
     )
+    ranking: RankingSummary | None = Field(
+        default=None,
+        description="The language's top N ids with token shares (build --rank); absent if none.",
+    )
+
+    omit_when_none = ("ranking",)
 
 
 class CorpusEntry(StrictModel):

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from ..bank import DraftVocabBank, set_label
-from ..choice import draft_set, language_counts, prefill_set, request_language
+from ..choice import language_counts, request_language
 from .report import Counts, failed_once, prometheus_counters
 from .targets import BANK_ATTR
 
@@ -83,7 +83,7 @@ def draft_before(worker: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     if reqs:
         try:
             counts = _languages(worker, bank, reqs)
-            _switch(worker, bank, draft_set(counts, current=bank.active, sets=bank.sets))
+            _switch(worker, bank, bank.choose(counts))
             _count(worker, bank, counts)
         except Exception:  # a request's odd params must not fail the batch
             failed_once("choosing the draft language")
@@ -100,8 +100,7 @@ def prefill_around(original: Any, worker: Any, batch: Any, *args: Any, **kwargs:
     if bank is not None and batch is not None and getattr(batch, "reqs", None):
         try:
             counts = _languages(worker, bank, batch.reqs)
-            langs = prefill_set(counts, current=bank.active, sets=bank.sets)
-            _switch(worker, bank, langs)
+            _switch(worker, bank, bank.choose_prefill(counts))
         except Exception:
             failed_once("choosing the prefill's draft language")
     result = original(worker, batch, *args, **kwargs)

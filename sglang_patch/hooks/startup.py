@@ -183,7 +183,10 @@ def init_lm_head_after(result: Any, worker: Any) -> Any:
     vocab = int(head.shape[0]) if shard is None else shard.vocab
     rows = draft_rows(found.size, len(found.maps), vocab)  # raises on a bad FASTMTP_DRAFT_ROWS
     with torch.no_grad():
-        bank = DraftVocabBank(found.maps, head.data, found.default, rows, shard=shard)
+        bank = DraftVocabBank(
+            found.maps, head.data, found.default, rows, shard=shard,
+            rankings=found.rankings, shares=found.shares,
+        )  # fmt: skip
     worker.hot_token_id = bank.active_ids
     worker.draft_runner.model.lm_head.weight.data = bank.active_head
     setattr(worker, BANK_ATTR, bank)
@@ -198,12 +201,14 @@ def init_lm_head_after(result: Any, worker: Any) -> Any:
     )
     log.info(
         "fastmtp: per-language draft vocabulary active: languages %s, K=%d, draft rows "
-        "K_u=%d (FASTMTP_DRAFT_ROWS), up to %d languages per batch, default %s, "
-        "bank %.1f MiB on %s%s",
+        "K_u=%d (FASTMTP_DRAFT_ROWS), up to %d languages per batch, rows filled from %s, "
+        "sets chosen by %s, default %s, bank %.1f MiB on %s%s",
         ",".join(bank.langs),
         bank.size,
         bank.rows,
         bank.max_langs,
+        "rankings" if found.rankings else "repeats",
+        "coverage" if bank.coverage is not None else "request counts",
         found.default,
         bank.nbytes / 2**20,
         head.device,

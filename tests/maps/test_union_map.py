@@ -19,9 +19,11 @@ from fastmtp_export.artifact import manifest as mf
 from fastmtp_export.artifact.launch import sglang_command
 from fastmtp_export.cli import app
 from fastmtp_export.errors import TokenMapError
+from fastmtp_export.maps.ranking import load_ranking
 from fastmtp_export.maps.summary import SUMMARY_NAME
 from fastmtp_export.maps.token_map import save_token_map
 from fastmtp_export.maps.union import interleave, parse_weights, union_hot_ids
+from sglang_patch import settings
 
 from ..conftest import assert_one_line_error, export_cli, nothing_written, write_bpe_source
 
@@ -166,7 +168,7 @@ def test_build_union_holds_both_maps_at_twice_k(
     assert union["file"] == "freq_union_256.pt"
     assert union["size"] == 256
     assert union["weights"] == {"en": 0.5, "zh": 0.5}
-    assert summary["format_version"] == 2
+    assert summary["format_version"] == 3  # --union also ranks each language to N
     ids = torch.load(out / "freq_union_256.pt", weights_only=True)  # as stock SGLang does
     assert isinstance(ids, list)
     assert len(ids) == len(set(ids)) == 256
@@ -178,6 +180,36 @@ def test_build_union_holds_both_maps_at_twice_k(
         want = sum(held[t] for t in set(ids)) / sum(held.values())
         assert union["coverage"][lang] == pytest.approx(want, abs=1e-6)
         assert union["coverage"][lang] >= summary["coverage"]["128"][lang][lang]
+
+
+def test_build_union_ranks_each_language_to_its_rows(
+    union_build: tuple[Path, dict, str], bpe_tokenizer: Path, corpora: dict[str, Path]
+) -> None:
+    """Each language's top N ids (N = --union's rows) with its token shares, recounted here."""
+    out, summary, stdout = union_build
+    tok = Tokenizer.from_file(str(bpe_tokenizer / "tokenizer.json"))
+    for lang in ("en", "zh"):
+        entry = summary["languages"][lang]["ranking"]
+        assert entry["file"] == f"rank_{lang}_256.json"
+        assert entry["size"] == 256
+        r = load_ranking(out / entry["file"], vocab_size=summary["vocab_size"], size=256)
+        own = torch.load(out / f"freq_{lang}_128.pt", weights_only=True)
+        assert set(own) <= set(r.ids)  # the map's ids are the ranking's head
+        assert set(summary["eos_ids"]) <= set(r.ids)
+        # shares: each id's share of the counted (not held-out) tokens, recounted
+        held = _held_out(bpe_tokenizer, corpora[lang], summary)
+        every: Counter = Counter()
+        for line in corpora[lang].read_text().splitlines():
+            every.update(tok.encode(json.loads(line)["text"], add_special_tokens=False).ids)
+        counted = every - held
+        total = sum(counted.values())
+        for i, share in list(zip(r.ids, r.shares, strict=True))[:20]:
+            assert share == pytest.approx(counted[i] / total, rel=1e-5), (lang, i)
+        assert r.shares[:50] == sorted(r.shares[:50], reverse=True)
+        want = sum(held[t] for t in set(r.ids)) / sum(held.values())
+        assert entry["coverage"] == pytest.approx(want, abs=1e-6)
+        assert entry["coverage"] >= summary["coverage"]["128"][lang][lang]
+        assert f"rank_{lang}_256.json" in stdout
 
 
 def test_build_union_prints_its_column(union_build: tuple[Path, dict, str]) -> None:
@@ -263,12 +295,12 @@ def test_newer_summary_asks_for_an_upgrade(
     for f in src.iterdir():
         (maps / f.name).write_bytes(f.read_bytes())
     doc = json.loads((maps / SUMMARY_NAME).read_text())
-    (maps / SUMMARY_NAME).write_text(json.dumps({**doc, "format_version": 3}))
+    (maps / SUMMARY_NAME).write_text(json.dumps({**doc, "format_version": 4}))
     src = write_bpe_source(tmp_path / "src", bpe_tokenizer)
     r = CliRunner().invoke(
         app, ["export", str(src), "--out", str(tmp_path / "d"), "--token-maps", str(maps)]
     )
-    assert_one_line_error(r, "format version 3, newer than this tool's 2; upgrade")
+    assert_one_line_error(r, "format version 4, newer than this tool's 3; upgrade")
 
 
 # --- shipping in the artifact ----------------------------------------------------------
@@ -285,7 +317,7 @@ def test_export_ships_the_union_and_stock_sglang_serves_it(
     maps, summary, _ = union_build
     draft = export_cli(bpe_source, tmp_path / "draft", "--token-maps", str(maps))
     doc = json.loads((draft / mf.MANIFEST_NAME).read_text())
-    assert doc["format_version"] == 2
+    assert doc["format_version"] == 3  # with rankings
     union = doc["token_maps"]["union"]
     assert union == {
         "file": "freq_union_256.pt",
@@ -295,6 +327,19 @@ def test_export_ships_the_union_and_stock_sglang_serves_it(
     }
     assert (draft / "freq_union_256.pt").read_bytes() == (maps / "freq_union_256.pt").read_bytes()
     assert "freq_union_256.pt" in doc["files"]
+    for lang in ("en", "zh"):  # each language's ranking ships, byte for byte, for the plugin
+        name = f"rank_{lang}_256.json"
+        assert doc["token_maps"]["languages"][lang]["ranking"] == {
+            "file": name, "size": 256,
+            "coverage": summary["languages"][lang]["ranking"]["coverage"],
+        }  # fmt: skip
+        assert (draft / name).read_bytes() == (maps / name).read_bytes()
+        assert name in doc["files"]
+    found = settings.artifact_maps(draft)
+    assert found is not None
+    assert found.rankings is not None
+    assert found.shares is not None
+    assert found.rankings["zh"] == json.loads((maps / "rank_zh_256.json").read_text())["ids"]
     manifest = mf.load(draft)
     argv = sglang_command(draft, manifest, static_map=True)
     assert argv[-2:] == ["--speculative-token-map", str(draft / "freq_union_256.pt")]

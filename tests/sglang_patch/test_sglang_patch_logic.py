@@ -19,8 +19,9 @@ from fastmtp_export.artifact.export import export_draft
 from fastmtp_export.errors import FastMTPError
 from fastmtp_export.maps.token_map import save_token_map
 from sglang_patch import choice, draft_source, hooks, settings
-from sglang_patch.bank import DraftVocabBank, default_rows, union_ids
-from sglang_patch.choice import draft_set, language_counts, prefill_set, request_language
+from fastmtp_export.maps.draft_sets import slot_ids
+from sglang_patch.bank import DraftVocabBank, default_rows
+from sglang_patch.choice import draft_set, language_counts, request_language
 
 V, H = 12, 3
 EN, ZH = [1, 2, 3, 0], [7, 8, 9, 0]  # overlapping in EOS (0), as real maps do
@@ -45,19 +46,19 @@ def _set(*langs: str) -> frozenset[str]:
 
 def test_union_of_one_language_is_its_map_padded_with_its_own_ids() -> None:
     maps = {"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}
-    assert union_ids(maps, ["en"], 4) == EN
-    assert union_ids(maps, ["en"], 10) == EN + EN + EN[:2]  # never another language's id
+    assert slot_ids(maps, ["en"], 4) == EN
+    assert slot_ids(maps, ["en"], 10) == EN + EN + EN[:2]  # never another language's id
 
 
 def test_union_of_two_interleaves_ranks_dedups_and_pads_from_the_others() -> None:
     maps = {"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}
     # en 1,2,3,0 and zh 7,8,9,0 interleaved rank by rank; EOS once
-    assert union_ids(maps, ["en", "zh"], 7) == [1, 7, 2, 8, 3, 9, 0]
-    assert union_ids(maps, ["zh", "en"], 7) == [1, 7, 2, 8, 3, 9, 0]  # order-free
+    assert slot_ids(maps, ["en", "zh"], 7) == [1, 7, 2, 8, 3, 9, 0]
+    assert slot_ids(maps, ["zh", "en"], 7) == [1, 7, 2, 8, 3, 9, 0]  # order-free
     # room left: ja's ranking next (0 already in), then repeats of the union
-    assert union_ids(maps, ["en", "zh"], 11) == [1, 7, 2, 8, 3, 9, 0, 4, 5, 6, 1]
+    assert slot_ids(maps, ["en", "zh"], 11) == [1, 7, 2, 8, 3, 9, 0, 4, 5, 6, 1]
     # too small for the union: each language loses only its tail
-    assert union_ids(maps, ["en", "zh"], 4) == [1, 7, 2, 8]
+    assert slot_ids(maps, ["en", "zh"], 4) == [1, 7, 2, 8]
 
 
 def test_bank_table_holds_every_language_set(head: torch.Tensor) -> None:
@@ -73,7 +74,7 @@ def test_bank_table_holds_every_language_set(head: torch.Tensor) -> None:
         _set("ja", "zh"),
     }
     for langs, i in bank.sets.items():
-        assert bank.table[i].tolist() == union_ids(maps, sorted(langs), 8), langs
+        assert bank.table[i].tolist() == slot_ids(maps, sorted(langs), 8), langs
     assert bank.active == _set("zh")
     assert bank.active_ids.tolist() == ZH + ZH
     # K_u = K holds one language per set: the old majority-language behaviour
@@ -207,13 +208,15 @@ def test_draft_set(
     assert draft_set(counts, current=frozenset(current), sets=sets) == want
 
 
-def test_prefill_set_keeps_a_set_that_covers_the_new_requests() -> None:
+def test_prefill_keeps_a_set_that_covers_the_new_requests(head: torch.Tensor) -> None:
+    bank = DraftVocabBank({"en": EN, "zh": ZH, "ja": [4, 5, 6, 0]}, head, default="en", rows=8)
     both = _set("en", "zh")
-    sets = PAIRS | {_set("ja", "zh")}
-    assert prefill_set(language_counts(["zh"], "en"), current=both, sets=sets) == both
-    assert prefill_set(language_counts(["zh"], "en"), current=_set("en"), sets=sets) == {"zh"}
-    got = prefill_set(language_counts(["ja", "zh"], "en"), current=both, sets=sets)
-    assert got == {"ja", "zh"}
+    bank.switch(both)
+    assert bank.choose_prefill(language_counts(["zh"], "en")) == both
+    bank.switch(_set("en"))
+    assert bank.choose_prefill(language_counts(["zh"], "en")) == {"zh"}
+    bank.switch(both)
+    assert bank.choose_prefill(language_counts(["ja", "zh"], "en")) == {"ja", "zh"}
 
 
 def test_request_language_never_fails(caplog: pytest.LogCaptureFixture) -> None:
