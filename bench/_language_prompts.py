@@ -1,4 +1,4 @@
-"""Prompts in Chinese, French, Spanish and German for the language bench (bench_lane_languages_real.py).
+"""Chinese, French, Spanish and German prompts for bench/bench_real_languages.py.
 
 SmolLM2 answers in the prompt's language when asked in it, so its own answers to these
 give real per-language distributions under one tokenizer. The same 40 everyday topics,
@@ -43,7 +43,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
         "reciclar plástico", "dormir bien", "beber suficiente agua", "escribir un diario",
         "el trabajo en equipo", "el teletrabajo", "las entrevistas de trabajo",
         "hacer amigos en una ciudad nueva", "leer más libros", "aprender a tocar la guitarra",
-        "observar aves", "cuidar un gato", "entrenar a un perro", "organizar una fiesta de cumpleaños",
+        "observar aves", "cuidar un gato", "entrenar a un perro",
+        "organizar una fiesta de cumpleaños",
         "viajar con poco dinero", "hacer pan", "preparar café", "la meditación",
         "el cambio climático", "el corazón humano", "el antiguo Egipto", "el ajedrez",
         "aprender matemáticas", "estudiar para un examen", "escribir un poema",
@@ -64,7 +65,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "zh": (
-        "请用简单的话向十岁的孩子解释{t}。", "请给出关于{t}的三个实用建议。", "写一段关于{t}的短文。",
+        "请用简单的话向十岁的孩子解释{t}。", "请给出关于{t}的三个实用建议。",
+        "写一段关于{t}的短文。",
         "人们在{t}方面最常犯的错误是什么？", "列出{t}的优点和缺点。", "写一个与{t}有关的小故事。",
     ),
     "fr": (

@@ -17,9 +17,9 @@ from torch.utils._pytree import tree_leaves
 
 from fastmtp_export.artifact.export import export_draft
 from fastmtp_export.errors import FastMTPError
+from fastmtp_export.maps.draft_sets import slot_ids
 from fastmtp_export.maps.token_map import save_token_map
 from sglang_patch import choice, draft_source, hooks, settings
-from fastmtp_export.maps.draft_sets import slot_ids
 from sglang_patch.bank import DraftVocabBank, default_rows
 from sglang_patch.choice import draft_set, language_counts, request_language
 
