@@ -37,10 +37,10 @@ def evaluate_heads(
 
     from fastmtp_export.artifact.inspect import inspect_artifact
     from fastmtp_export.evaluate.evaluation import read_prompts, summarise
-    from fastmtp_export.evaluate.reference import MiMoMTPReference, load_artifact_weights
+    from fastmtp_export.evaluate.reference import artifact_head
     from fastmtp_export.evaluate.speculate import Draft, Target, greedy, speculate
     from fastmtp_export.evaluate.target import check_pair, load_target_model
-    from fastmtp_export.maps.eos import model_eos_ids, read_json
+    from fastmtp_export.maps.eos import model_eos_ids
     from fastmtp_export.maps.lang import LanguageDetector
     from fastmtp_export.maps.tokenizer import load_auto_tokenizer
 
@@ -58,12 +58,7 @@ def evaluate_heads(
     refs = [greedy(target, p.ids, max_new, eos) for p in items]
     results = []
     for art, k in jobs:
-        mtp = MiMoMTPReference(
-            load_artifact_weights(art), read_json(art / "config.json"),
-            model.get_input_embeddings().weight.detach(),  # [V, H]
-            model.lm_head.weight.detach(),  # [V, H]
-            dtype,
-        )  # fmt: skip
+        mtp = artifact_head(model, art, dtype)
         draft = Draft(mtp)
         gens = [speculate(target, draft, p.ids, max_new, eos, k) for p in items]
         stats = summarise(gens, k, sum(r.seconds for r in refs))

@@ -248,3 +248,18 @@ def load_artifact_weights(artifact: Path) -> dict[str, torch.Tensor]:
     for f in sorted(artifact.glob("*.safetensors")):
         weights.update(load_file(str(f)))
     return weights
+
+
+def artifact_head(model: Any, artifact: Path, dtype: torch.dtype | None = None) -> MiMoMTPReference:
+    """The exported draft in ``artifact`` on a loaded target ``model`` (transformers
+    ``*ForCausalLM``): its embedding and ``lm_head`` shared, as SGLang shares them."""
+    from ..maps.eos import read_json
+
+    device = next(model.parameters()).device
+    return MiMoMTPReference(
+        {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},
+        read_json(artifact / "config.json"),
+        model.get_input_embeddings().weight.detach(),  # [V, H]
+        model.lm_head.weight.detach(),  # [V, H]
+        dtype,
+    )

@@ -48,11 +48,11 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     from ..artifact.inspect import inspect_artifact
     from ..checkpoints.readers import READERS
     from ..checkpoints.readers.base import no_reference
-    from ..maps.eos import model_eos_ids, read_json
+    from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
     from ..maps.token_map import load_token_map
     from ..maps.tokenizer import load_auto_tokenizer
-    from .reference import MiMoMTPReference, load_artifact_weights
+    from .reference import artifact_head
     from .speculate import Draft, Target, greedy, speculate
     from .target import check_pair, load_target_model, pick_device, pick_dtype
 
@@ -96,13 +96,7 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     log.info("loading %s on %s (%s)", base, device, str(dtype).removeprefix("torch."))
     model = load_target_model(info.path, info.config, manifest.family, device, dtype)
     target = Target(model)
-    mtp = MiMoMTPReference(
-        {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},
-        read_json(artifact / "config.json"),
-        model.get_input_embeddings().weight.detach(),  # [V, H], shared as in SGLang
-        model.lm_head.weight.detach(),  # [V, H]
-        dtype,
-    )
+    mtp = artifact_head(model, artifact, dtype)
     # [K] each; the union's [N]
     hot = {lang: torch.tensor(ids, device=device) for lang, ids in maps.items()}
     full = Draft(mtp)

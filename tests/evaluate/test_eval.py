@@ -34,7 +34,7 @@ from fastmtp_export.checkpoints.oracle import (
     write_target,
 )
 from fastmtp_export.cli import app
-from fastmtp_export.evaluate.reference import MiMoMTPReference, load_artifact_weights
+from fastmtp_export.evaluate.reference import MiMoMTPReference, artifact_head
 from fastmtp_export.evaluate.speculate import Draft, Target, greedy, speculate
 from fastmtp_export.evaluate.target import check_pair, load_target_model
 from fastmtp_export.maps.eos import read_json
@@ -89,13 +89,7 @@ def _decoder(pair: Pair) -> tuple[Target, MiMoMTPReference]:
     model = load_target_model(
         info.path, info.config, manifest.family, torch.device("cpu"), torch.float32
     )
-    mtp = MiMoMTPReference(
-        load_artifact_weights(pair.draft),
-        read_json(pair.draft / "config.json"),
-        model.get_input_embeddings().weight.detach(),
-        model.lm_head.weight.detach(),
-    )
-    return Target(model), mtp
+    return Target(model), artifact_head(model, pair.draft)
 
 
 def _chain_prompts(n_new: int, seed: int = 3) -> list[tuple[str, list[int]]]:
