@@ -36,16 +36,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fastmtp_export.maps.draft_sets import (
-    LangSet,
-    covered_set,
-    default_rows,
-    draft_set,
-    offered_sets,
-    prefill_choice,
-    set_label,
-    slot_ids,
-)
+from fastmtp_export.maps.draft_sets import LangSet, SetTable, default_rows, set_label
 
 from .shard import VocabShard, block_width, local_rows, shard_slots
 
@@ -100,20 +91,16 @@ class DraftVocabBank:
         self.head = head
         self.shard = shard
         device = head.device
-        sets = offered_sets(maps, rows, with_all=bool(shares))
+        table = SetTable(maps, rows, rankings, shares)
+        sets = table.sets
+        self._choice = table
         #: every language set the active buffer can hold: each union fits in K_u whole
         #: (with shares also every language at once, each keeping its top rows)
         self.sets: dict[LangSet, int] = {s: i for i, s in enumerate(sets)}
         self.max_langs = max(len(s) for s in sets)
-        full_ids = [slot_ids(maps, s, rows, rankings) for s in sets]
         #: coverage[set][lang]: the share of lang's tokens the set's slots hold (shares only)
-        self.coverage: dict[LangSet, dict[str, float]] | None = None
-        if shares:
-            self.coverage = {
-                s: {lang: sum(shares[lang].get(i, 0.0) for i in set(ids)) for lang in shares}
-                for s, ids in zip(sets, full_ids, strict=True)
-            }
-        slot_lists = full_ids
+        self.coverage = table.coverage
+        slot_lists = table.slots
         #: [S, L] rows of ``head`` each set's head buffer gathers (TP > 1 only; at TP 1
         #: they are the slot ids themselves)
         self.local: torch.Tensor | None = None
@@ -155,14 +142,11 @@ class DraftVocabBank:
 
     def choose(self, counts: Counter[str]) -> LangSet:
         """The set a batch with these requests per language drafts with."""
-        if self.coverage is not None:
-            return covered_set(counts, current=self.active, coverage=self.coverage)
-        return draft_set(counts, current=self.active, sets=self.sets)
+        return self._choice.choose(counts, self.active)
 
     def choose_prefill(self, counts: Counter[str]) -> LangSet:
-        """The set a prefill's draft-extend uses: the active one when it holds every new
-        language (no switch back when the running requests draft next)."""
-        return self.active if prefill_choice(counts, self.active) else self.choose(counts)
+        """The set a prefill's draft-extend uses (:meth:`SetTable.choose_prefill`)."""
+        return self._choice.choose_prefill(counts, self.active)
 
     @torch.no_grad()
     def switch(self, langs: LangSet) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -118,6 +118,29 @@ def eval_(
             help="Store the results in the artifact's fastmtp.json under 'evaluation'.",
         ),
     ] = False,
+    choose: Annotated[
+        bool,
+        typer.Option(
+            "--choose",
+            help="Instead: the expected tau of every deployable vocabulary (each map, the "
+            "union at K_u, the plugin at K_u alone and under --concurrency) for a traffic "
+            "--mix, from one greedy pass per prompt, and the best one.",
+        ),
+    ] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="With --choose: request shares, LANG=SHARE,... [default: the prompts' own].",
+            metavar="MIX",
+        ),
+    ] = None,
+    rows: Annotated[
+        int | None,
+        typer.Option(help="With --choose: K_u, the plugin's and the union's rows [default: 2K]."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="With --choose: requests in flight the plugin is modelled at.")
+    ] = 32,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -126,7 +149,8 @@ def eval_(
     Decodes every prompt greedily with the base model, then with K-step chain
     speculation (SGLang's EAGLE semantics) once per vocabulary mode, and reports tau
     (SGLang's spec_accept_length) and per-position acceptance per language. Every
-    speculative output must equal greedy decoding: a difference exits 1.
+    speculative output must equal greedy decoding: a difference exits 1. With --choose,
+    compares the deployable draft vocabularies for a traffic mix instead.
     """
     from ..evaluate.run import EvalOptions, evaluate
     from ..evaluate.target import DTYPES
@@ -151,6 +175,11 @@ def eval_(
         limit=limit,
         show_progress=False if quiet else None,
     )
+    if choose:
+        _choose(artifact, base, prompts, opts, mix, rows, concurrency, output, json_out)
+        return
+    if mix is not None or rows is not None:
+        raise typer.BadParameter("--mix and --rows shape --choose; pass --choose too")
     info = evaluate(artifact, base, prompts, opts)
     if output is not None:
         from .._util.atomic import atomic_write
@@ -174,3 +203,32 @@ def eval_(
 
         write_evaluation(artifact, info)
         log.info("stored the evaluation in %s/fastmtp.json", artifact)
+
+
+def _choose(
+    artifact: Path,
+    base: Path,
+    prompts: Path,
+    opts: Any,
+    mix: str | None,
+    rows: int | None,
+    concurrency: int,
+    output: Path | None,
+    json_out: bool,
+) -> None:
+    """``eval --choose``: the options table (or JSON), optionally written to ``--output``."""
+    import json
+
+    from ..evaluate.choose import ChooseOptions, choose, parse_mix, render_choice
+    from ..evaluate.run import prepare
+
+    copts = ChooseOptions(mix=parse_mix(mix) if mix else None, concurrency=concurrency, rows=rows)
+    report = choose(prepare(artifact, base, prompts, opts), opts, copts)
+    if output is not None:
+        from .._util.atomic import atomic_write
+
+        atomic_write(output, (json.dumps(report, indent=2) + "\n").encode())
+    if json_out:
+        emit_json(report)
+    else:
+        typer.echo(render_choice(report))

@@ -34,26 +34,43 @@ class EvalOptions:
     show_progress: bool | None = None
 
 
-def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> EvaluationInfo:
-    """Measure ``artifact`` against ``base`` on ``prompts_file``.
+@dataclass
+class Prepared:
+    """Everything an evaluation reads, checked, with the target and draft loaded."""
+
+    manifest: Any
+    info: Any  # target.PairInfo
+    vocab: int
+    maps: dict[str, list[int]]  # language (and "union") -> ids
+    prompts: list[EvalPrompt]
+    eos: set[int]
+    device: Any
+    dtype: Any
+    target: Any  # speculate.Target
+    mtp: Any  # reference.MiMoMTPReference
+    modes: list[str]  # the validated --vocab modes
+    rankings: dict[str, Any]  # language -> maps.ranking.Ranking, where the artifact ships one
+
+
+def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> Prepared:
+    """Check every input, then load the target and the draft (the slow part, last).
 
     Raises:
         ArtifactError: the artifact is invalid (as ``inspect`` reports it).
-        EvalError: base, prompts or modes unusable.
+        EvalError: base, prompts or options unusable.
         TokenizerError: no usable tokenizer at ``--tokenizer`` or the base.
         SourceError: the base's weights cannot be loaded.
     """
-    import torch
-
     from ..artifact.inspect import inspect_artifact
     from ..checkpoints.readers import READERS
     from ..checkpoints.readers.base import no_reference
     from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
+    from ..maps.ranking import load_ranking
     from ..maps.token_map import load_token_map
     from ..maps.tokenizer import load_auto_tokenizer
     from .reference import artifact_head
-    from .speculate import Draft, Target, greedy, speculate
+    from .speculate import Target
     from .target import check_pair, load_target_model, pick_device, pick_dtype
 
     if opts.k < 1 or opts.max_new_tokens < 1:
@@ -69,14 +86,18 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     vocab = int(info.config["vocab_size"])
     maps_info = manifest.token_maps
     langs = sorted(maps_info.languages) if maps_info else []
-    union = maps_info.union if maps_info else None
-    modes = vocab_modes(opts.vocab, langs, union=union is not None)
+    modes = vocab_modes(opts.vocab, langs, union=bool(maps_info and maps_info.union))
     maps = {
         lang: load_token_map(artifact / e.file, vocab_size=vocab)
         for lang, e in (maps_info.languages.items() if maps_info else [])
     }
-    if union is not None and "union" in modes:
-        maps["union"] = load_token_map(artifact / union.file, vocab_size=vocab)
+    if maps_info is not None and maps_info.union is not None:
+        maps["union"] = load_token_map(artifact / maps_info.union.file, vocab_size=vocab)
+    rankings = {
+        lang: load_ranking(artifact / e.ranking.file, vocab_size=vocab)
+        for lang, e in (maps_info.languages.items() if maps_info else [])
+        if e.ranking is not None
+    }
     tokenizer = load_auto_tokenizer(
         opts.tokenizer or base, fix="pass the tokenizer directory with --tokenizer"
     )
@@ -95,10 +116,28 @@ def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) 
     dtype = pick_dtype(opts.dtype, device)
     log.info("loading %s on %s (%s)", base, device, str(dtype).removeprefix("torch."))
     model = load_target_model(info.path, info.config, manifest.family, device, dtype)
-    target = Target(model)
-    mtp = artifact_head(model, artifact, dtype)
+    return Prepared(
+        manifest, info, vocab, maps, prompts, eos, device, dtype,
+        Target(model), artifact_head(model, artifact, dtype), modes, rankings,
+    )  # fmt: skip
+
+
+def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> EvaluationInfo:
+    """Measure ``artifact`` against ``base`` on ``prompts_file``.
+
+    Raises:
+        ArtifactError, EvalError, TokenizerError, SourceError: see :func:`prepare`.
+    """
+    import torch
+
+    from .speculate import Draft, greedy, speculate
+
+    p = prepare(artifact, base, prompts_file, opts)
+    modes, maps_info = p.modes, p.manifest.token_maps
+    info, prompts, eos, device, dtype = p.info, p.prompts, p.eos, p.device, p.dtype
+    target, mtp = p.target, p.mtp
     # [K] each; the union's [N]
-    hot = {lang: torch.tensor(ids, device=device) for lang, ids in maps.items()}
+    hot = {lang: torch.tensor(ids, device=device) for lang, ids in p.maps.items()}
     full = Draft(mtp)
     drafts = {lang: Draft(mtp, ids) for lang, ids in hot.items()}
     default = maps_info.default_lang if maps_info else None

@@ -163,3 +163,44 @@ def prefill_choice(counts: Counter[str], current: LangSet) -> bool:
     the running requests draft next.
     """
     return set(counts) <= current
+
+
+class SetTable:
+    """Every set a draft buffer of ``rows`` offers, its slots, coverage and the choice.
+
+    Args:
+        maps: ``lang -> hot ids`` (all the same length K).
+        rows: K_u.
+        rankings: ``lang -> ids`` past the map; fill the rows instead of repeats.
+        shares: ``lang -> {id: share of its tokens}``; with them the batch's set is the
+            one of most expected coverage, every language at once among the candidates.
+    """
+
+    def __init__(
+        self,
+        maps: Mapping[str, Sequence[int]],
+        rows: int,
+        rankings: Mapping[str, Sequence[int]] | None = None,
+        shares: Mapping[str, Mapping[int, float]] | None = None,
+    ) -> None:
+        self.sets = offered_sets(maps, rows, with_all=bool(shares))
+        #: [S][rows] each set's full ids, in slot order
+        self.slots = [slot_ids(maps, s, rows, rankings) for s in self.sets]
+        #: coverage[set][lang]: the share of lang's tokens the set's slots hold
+        self.coverage: dict[LangSet, dict[str, float]] | None = None
+        if shares:
+            self.coverage = {
+                s: {lang: sum(row.get(i, 0.0) for i in set(ids)) for lang, row in shares.items()}
+                for s, ids in zip(self.sets, self.slots, strict=True)
+            }
+
+    def choose(self, counts: Counter[str], current: LangSet) -> LangSet:
+        """The set a batch with these requests per language drafts with."""
+        if self.coverage is not None:
+            return covered_set(counts, current=current, coverage=self.coverage)
+        return draft_set(counts, current=current, sets=set(self.sets))
+
+    def choose_prefill(self, counts: Counter[str], current: LangSet) -> LangSet:
+        """The set a prefill's draft-extend uses: ``current`` when it holds every new
+        language (no switch back when the running requests draft next)."""
+        return current if prefill_choice(counts, current) else self.choose(counts, current)
