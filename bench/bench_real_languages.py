@@ -31,8 +31,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import platform
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _language_prompts import LANGS, build  # noqa: E402
 from _learning_prompts import write  # noqa: E402
-from bench_train import CLI, _log, smollm2_target  # noqa: E402
+from bench_train import CLI, _cli, _log, smollm2_target  # noqa: E402
 
 from tests.sglang_lane.server import REAL_MODEL_FLAGS, sglang_server  # noqa: E402
 
@@ -92,6 +95,191 @@ def distill(model: Path, work: Path, per_lang: int, max_tokens: int, concurrency
     done.write_text("ok\n")
 
 
+#: the languages measured: the four prompted here, and English and Python from --english
+ALL_LANGS = ("de", "en", "es", "fr", "py", "zh")
+#: map sizes measured; the plugin's and the union's rows are 2K
+SIZES = (1024, 2048, 4096)
+HELD_PER_LANG = 16
+
+
+def _english(src: Path) -> tuple[list[dict], list[dict]]:
+    """(training answers, held-out prompts) of the learning-curve run, code prompts as ``py``."""
+    kinds = {}
+    for mode in ("greedy", "sampled"):
+        for line in (src / f"prompts-{mode}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            kinds[rec["id"]] = rec["kind"]
+    answers = []
+    for mode in ("greedy", "sampled"):
+        for line in (src / f"distilled-{mode}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            rec["lang"] = "py" if kinds.get(rec["id"]) == "code" else "en"
+            answers.append(rec)
+    held = []
+    for line in (src / "held.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        rec["lang"] = "py" if rec["kind"] == "code" else "en"
+        held.append(rec)
+    return answers, held
+
+
+def answers(work: Path, english: Path) -> list[dict]:
+    """Every training answer with its language."""
+    out, _ = _english(english)
+    for mode in MODES:
+        out += [json.loads(x) for x in (work / f"distilled-{mode}.jsonl").read_text().splitlines()]
+    return out
+
+
+def held_prompts(work: Path, english: Path) -> Path:
+    """``HELD_PER_LANG`` held-out chat prompts per language, with ``lang``."""
+    path = work / "held.jsonl"
+    _, en_held = _english(english)
+    recs = []
+    for lang in ALL_LANGS:
+        if lang in LANGS:
+            src = [json.loads(x) for x in (work / "prompts-held.jsonl").read_text().splitlines()]
+            texts = [r["text"] for r in src if r["lang"] == lang]
+        else:
+            texts = [r["messages"][0]["content"] for r in en_held if r["lang"] == lang]
+        recs += [
+            {"messages": [{"role": "user", "content": t}], "lang": lang}
+            for t in texts[:HELD_PER_LANG]
+        ]
+    write(path, recs)
+    return path
+
+
+def _looks_like_python(text: str) -> bool:
+    """A code answer: a fenced block, or lines that start Python statements."""
+    starts = ("def ", "import ", "from ", "class ", "print(", "for ", "return ")
+    return "```" in text or sum(x.strip().startswith(starts) for x in text.splitlines()) >= 2
+
+
+def language_shares(work: Path, model: Path, recs: list[dict]) -> dict[str, Any]:
+    """Per language: answers, share in the prompt's language, share degenerate, tokens."""
+    from fastmtp_export.maps.lang import LanguageDetector
+    from fastmtp_export.train.data import load_chat_tokenizer
+    from fastmtp_export.train.filters import repeat_share
+
+    tok = load_chat_tokenizer(model)
+    detect = LanguageDetector(["de", "en", "es", "fr", "zh"], statistical=True)
+    out: dict[str, Any] = {}
+    for lang in ALL_LANGS:
+        mine = [r for r in recs if r["lang"] == lang]
+        texts = [r["messages"][-1]["content"] for r in mine]
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if lang == "py":
+            same = sum(_looks_like_python(t) for t in texts)
+        else:
+            same = sum(detect(t) == lang for t in texts)
+        out[lang] = {
+            "answers": len(mine),
+            "in_language": round(same / max(len(mine), 1), 3),
+            "degenerate": round(sum(repeat_share(x) > 0.4 for x in ids) / max(len(mine), 1), 3),
+            "cut": round(sum(r.get("finish_reason") == "length" for r in mine) / len(mine), 3),
+            "tokens": sum(len(x) for x in ids),
+            "distinct": len({t for x in ids for t in x}),
+        }
+    (work / "languages.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def detection(work: Path, held: Path) -> dict[str, Any]:
+    """The plugin's detector on the held-out prompts, per language: accuracy and median
+    microseconds per prompt, script only and with py3langid (the ``[langdetect]`` extra)
+    over the map languages. Code has no script: ``py`` prompts are right only if named."""
+    from bench_lang import median_us
+
+    from fastmtp_export.maps.lang import LanguageDetector
+
+    recs = [json.loads(x) for x in held.read_text().splitlines()]
+    out: dict[str, Any] = {}
+    for name, stat in (("script", False), ("script+py3langid", True)):
+        det = LanguageDetector(list(ALL_LANGS), statistical=stat, skip_unknown=True)
+        row: dict[str, Any] = {}
+        for lang in ALL_LANGS:
+            texts = [r["messages"][0]["content"] for r in recs if r["lang"] == lang]
+            got = [det(t) for t in texts]
+            row[lang] = {
+                "accuracy": round(sum(g == lang for g in got) / len(texts), 3),
+                "detected_as": dict(sorted(Counter(str(g) for g in got).items())),
+                "median_us": round(median_us(det, texts, 20), 1),
+            }
+        out[name] = row
+    return out
+
+
+def build_maps(work: Path, model: Path, recs: list[dict]) -> dict[int, Path]:
+    """``token-map build`` at every K with K_u = 2K (union and rankings); K -> map dir."""
+    corpus = work / "corpus.jsonl"
+    if not corpus.exists():
+        write(corpus, [{"lang": r["lang"], "text": r["messages"][-1]["content"]} for r in recs])
+    out = {}
+    for k in SIZES:
+        out[k] = work / "maps" / str(k)
+        if not (out[k] / "token_maps.json").exists():
+            _cli("token-map", "build", str(corpus), "--tokenizer", str(model), "--out",
+                 str(out[k]), "--size", str(k), "--union", str(2 * k), "--holdout", "0.1",
+                 "--overwrite", "-q")  # fmt: skip
+    return out
+
+
+def train_head(work: Path, model: Path, recs: list[dict], maps: dict[int, Path]) -> dict[int, Path]:
+    """One K=3 head on every language's answers (issue 26's best recipe), exported with
+    each K's maps; K -> artifact."""
+    data = work / "train.jsonl"
+    if not data.exists():
+        write(data, recs)  # distill records, as train reads them
+    head = work / "head"
+    if not (head / "training.json").exists():
+        _log(f"training on {len(recs)} answers")
+        _cli("train", str(model), "--data", str(data), "--out", str(head), "--steps", "3",
+             "--epochs", "1", "--batch", "8", "--lr", "3e-4", "--overwrite", "-q")  # fmt: skip
+    arts = {}
+    for k, m in maps.items():
+        arts[k] = work / "arts" / str(k)
+        if not (arts[k] / "fastmtp.json").exists():
+            _cli("export", str(head), "--out", str(arts[k]), "--token-maps", str(m),
+                 "--default-lang", "en", "--overwrite", "-q")  # fmt: skip
+    return arts
+
+
+def score(work: Path, model: Path, arts: dict[int, Path], held: Path, tokens: int) -> dict:
+    """``eval --choose`` for every K from one trace per prompt: alone, and mixed at 8 and
+    32 in flight over an equal mix of every language."""
+    import dataclasses
+
+    import torch
+
+    from fastmtp_export.artifact.manifest import load as load_manifest
+    from fastmtp_export.evaluate.choose import ChooseOptions, choose
+    from fastmtp_export.evaluate.run import EvalOptions, artifact_maps, prepare
+    from fastmtp_export.evaluate.score import trace
+
+    cached = work / "score.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    torch.set_num_threads(2)
+    opts = EvalOptions(k=3, max_new_tokens=tokens, device="cpu", dtype="fp32", show_progress=False)
+    p = prepare(arts[SIZES[0]], model, held, opts)
+    _log(f"tracing {len(p.prompts)} held-out prompts")
+    start = time.perf_counter()
+    traces = {q.line: trace(p.target, p.mtp, q.ids, tokens, 3) for q in p.prompts}
+    out: dict[str, Any] = {"trace_seconds": round(time.perf_counter() - start, 1)}
+    mix = dict.fromkeys(ALL_LANGS, 1 / len(ALL_LANGS))
+    for k, art in arts.items():
+        manifest = load_manifest(art)
+        maps, rankings = artifact_maps(art, manifest, p.vocab)
+        pk = dataclasses.replace(p, manifest=manifest, maps=maps, rankings=rankings)
+        for c in (8, 32):
+            report = choose(pk, opts, ChooseOptions(mix=mix, concurrency=c), traces)
+            out[f"{k}@{c}"] = report
+            _log(f"K={k} @{c}: best {report['best']}")
+    cached.write_text(json.dumps(out, indent=2))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/fastmtp-real-languages"))
@@ -99,7 +287,8 @@ def main() -> None:
     ap.add_argument("--per-lang", type=int, default=128, help="training prompts per language")
     ap.add_argument("--max-tokens", type=int, default=160, help="answer length limit")
     ap.add_argument("--concurrency", type=int, default=8, help="per distill job")
-    ap.add_argument("--stop-after", choices=["distill"], default=None)
+    ap.add_argument("--eval-tokens", type=int, default=64)
+    ap.add_argument("--stop-after", choices=["distill", "score"], default=None)
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -107,7 +296,31 @@ def main() -> None:
     distill(model, work, args.per_lang, args.max_tokens, args.concurrency)
     if args.stop_after == "distill":
         return
-    results: dict[str, Any] = {}
+    recs = answers(work, args.english)
+    results: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor()}"}
+    results["languages"] = language_shares(work, model, recs)
+    _log(f"languages: {results['languages']}")
+    maps = build_maps(work, model, recs)
+    results["coverage"] = {
+        k: json.loads((d / "token_maps.json").read_text())["coverage"][str(k)]
+        for k, d in maps.items()
+    }
+    results["union_coverage"] = {
+        k: json.loads((d / "token_maps.json").read_text())["union"]["coverage"]
+        for k, d in maps.items()
+    }
+    results["ranking_coverage"] = {
+        k: {lang: e["ranking"]["coverage"] for lang, e in
+            json.loads((d / "token_maps.json").read_text())["languages"].items()}
+        for k, d in maps.items()
+    }  # fmt: skip
+    arts = train_head(work, model, recs, maps)
+    held = held_prompts(work, args.english)
+    results["detection"] = detection(work, held)
+    results["score"] = score(work, model, arts, held, args.eval_tokens)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    if args.stop_after == "score":
+        return
     json.dump(results, sys.stdout, indent=2)
 
 

@@ -73,8 +73,16 @@ def parse_mix(spec: str) -> dict[str, float]:
     return {lang: w / total for lang, w in out.items()}
 
 
-def choose(p: Prepared, opts: EvalOptions, copts: ChooseOptions) -> dict[str, Any]:
+def choose(
+    p: Prepared,
+    opts: EvalOptions,
+    copts: ChooseOptions,
+    traces: Mapping[int, Any] | None = None,
+) -> dict[str, Any]:
     """Score every deployable option on ``p``'s prompts; the report (JSON-ready).
+
+    ``traces``: :func:`.score.trace` per prompt line, computed here when absent (a
+    caller comparing several artifacts of one head traces once).
 
     Raises:
         EvalError: an artifact without maps, a mix naming a language without prompts, a
@@ -136,7 +144,11 @@ def choose(p: Prepared, opts: EvalOptions, copts: ChooseOptions) -> dict[str, An
     langs, weights = list(mix), list(mix.values())
     with progress(len(p.prompts), "choose", unit="prompt", enabled=opts.show_progress) as advance:
         for prompt in p.prompts:
-            t = trace(p.target, p.mtp, prompt.ids, max_new, k)
+            t = (
+                traces[prompt.line]
+                if traces is not None
+                else trace(p.target, p.mtp, prompt.ids, max_new, k)
+            )
             for name, hot in vocabs.items():
                 g = walk(t, accepted(t, head, hot), max_new, p.eos)
                 add(name, prompt.lang, len(g.output), g.verifies)

@@ -66,8 +66,6 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     from ..checkpoints.readers.base import no_reference
     from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
-    from ..maps.ranking import load_ranking
-    from ..maps.token_map import load_token_map
     from ..maps.tokenizer import load_auto_tokenizer
     from .reference import artifact_head
     from .speculate import Target
@@ -87,17 +85,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     maps_info = manifest.token_maps
     langs = sorted(maps_info.languages) if maps_info else []
     modes = vocab_modes(opts.vocab, langs, union=bool(maps_info and maps_info.union))
-    maps = {
-        lang: load_token_map(artifact / e.file, vocab_size=vocab)
-        for lang, e in (maps_info.languages.items() if maps_info else [])
-    }
-    if maps_info is not None and maps_info.union is not None:
-        maps["union"] = load_token_map(artifact / maps_info.union.file, vocab_size=vocab)
-    rankings = {
-        lang: load_ranking(artifact / e.ranking.file, vocab_size=vocab)
-        for lang, e in (maps_info.languages.items() if maps_info else [])
-        if e.ranking is not None
-    }
+    maps, rankings = artifact_maps(artifact, manifest, vocab)
     tokenizer = load_auto_tokenizer(
         opts.tokenizer or base, fix="pass the tokenizer directory with --tokenizer"
     )
@@ -120,6 +108,26 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
         manifest, info, vocab, maps, prompts, eos, device, dtype,
         Target(model), artifact_head(model, artifact, dtype), modes, rankings,
     )  # fmt: skip
+
+
+def artifact_maps(
+    artifact: Path, manifest: Any, vocab: int
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """(``lang`` and ``"union"`` -> ids, ``lang`` -> ranking) of a checked artifact."""
+    from ..maps.ranking import load_ranking
+    from ..maps.token_map import load_token_map
+
+    info = manifest.token_maps
+    langs = info.languages.items() if info else []
+    maps = {lang: load_token_map(artifact / e.file, vocab_size=vocab) for lang, e in langs}
+    if info is not None and info.union is not None:
+        maps["union"] = load_token_map(artifact / info.union.file, vocab_size=vocab)
+    rankings = {
+        lang: load_ranking(artifact / e.ranking.file, vocab_size=vocab)
+        for lang, e in langs
+        if e.ranking is not None
+    }
+    return maps, rankings
 
 
 def evaluate(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -> EvaluationInfo:

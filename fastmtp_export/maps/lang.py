@@ -116,6 +116,9 @@ class LanguageDetector:
         statistical: refine Latin-script text with py3langid (``[langdetect]`` extra),
             restricted to the configured Latin-script languages. Only consulted when
             two or more such languages are configured.
+        skip_unknown: with ``statistical``, leave out configured languages py3langid
+            cannot tell (``py`` for code) instead of refusing: they are reached only by
+            a client's ``draft_lang``.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class LanguageDetector:
         latin: str | None = None,
         statistical: bool = False,
         min_share: float = 0.2,
+        skip_unknown: bool = False,
     ) -> None:
         self.languages = frozenset(languages)
         latin_langs = sorted(self.languages - SCRIPT_LANGUAGES)
@@ -134,7 +138,7 @@ class LanguageDetector:
         self.min_share = min_share
         self._stat: Any = None
         if statistical and len(latin_langs) > 1:
-            self._stat = _py3langid(latin_langs)
+            self._stat = _py3langid(latin_langs, skip_unknown)
 
     def __call__(self, text: str) -> str | None:
         lang = script_language(text, latin="latin", min_share=self.min_share)
@@ -157,7 +161,7 @@ class DetectorSpec:
         return LanguageDetector(self.languages, statistical=self.statistical)
 
 
-def _py3langid(languages: Sequence[str]) -> Any:
+def _py3langid(languages: Sequence[str], skip_unknown: bool = False) -> Any:
     try:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
     except ImportError as exc:
@@ -168,7 +172,10 @@ def _py3langid(languages: Sequence[str]) -> Any:
     ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
     known = set(ident.nb_classes)
     unknown = sorted(set(languages) - known)
-    if unknown:
+    if unknown and not skip_unknown:
         raise FastMTPError(f"py3langid cannot detect {unknown}; drop them or use LANG=PATH files")
-    ident.set_languages(list(languages))
+    usable = [lang for lang in languages if lang in known]
+    if len(usable) < 2:
+        return None  # nothing to choose between: the script pass decides
+    ident.set_languages(usable)
     return ident

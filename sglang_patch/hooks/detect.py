@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastmtp_export.maps.lang import LanguageDetector
+from fastmtp_export.errors import FastMTPError
+from fastmtp_export.maps.lang import SCRIPT_LANGUAGES, LanguageDetector
 
 from ..choice import PARAM
 from ..draft_source import PendingError, resolve_draft, start_resolving
@@ -109,5 +110,24 @@ def _detector(draft: str | None, revision: str | None) -> LanguageDetector | Non
         return None
     except Exception:  # the scheduler reports a broken artifact; detection stays off
         found = None
-    _detectors[key] = LanguageDetector(sorted(found.maps)) if found is not None else None
+    _detectors[key] = build_detector(sorted(found.maps)) if found is not None else None
     return _detectors[key]
+
+
+def build_detector(langs: list[str]) -> LanguageDetector:
+    """The detector over ``langs``: Unicode scripts, and py3langid among the Latin-script
+    ones when the ``[langdetect]`` extra is installed (else every Latin-script request
+    drafts as the first of them, ``en`` when mapped; said once)."""
+    try:
+        return LanguageDetector(langs, statistical=True, skip_unknown=True)
+    except FastMTPError:
+        latin = [lang for lang in langs if lang not in SCRIPT_LANGUAGES]
+        if len(latin) > 1:
+            log.warning(
+                "fastmtp: %s share the Latin script and py3langid is not installed; "
+                "Latin-script requests without draft_lang draft as %s (pip install "
+                "'fastmtp-export[langdetect]' to tell them apart)",
+                ",".join(latin),
+                "en" if "en" in latin else latin[0],
+            )
+        return LanguageDetector(langs)

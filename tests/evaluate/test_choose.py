@@ -37,7 +37,8 @@ def test_disjoint_languages_at_2k_rows(oracle: Pair, prompts: Path) -> None:
     got = _choose(oracle, prompts, "--mix", "en=0.5,zh=0.5")
     o = got["options"]
     full = o["full"]["languages"]
-    assert full["en"] > 3 and full["zh"] > 3  # the oracle's copy draft: nearly all accepted
+    assert full["en"] > 3
+    assert full["zh"] > 3
     # one static map fails the other language completely: no draft is ever accepted, so
     # 12 tokens take 11 verify steps (the prefill gives the first)
     none = pytest.approx(12 / 11)

@@ -107,3 +107,35 @@ def test_missing_statistical_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "py3langid.langid", None)
     with pytest.raises(FastMTPError, match=r"fastmtp-export\[langdetect\]"):
         LanguageDetector(["en", "de"], statistical=True)
+
+
+def test_statistical_detection_skips_languages_it_cannot_tell() -> None:
+    """Code (``py``) has no script and py3langid has no class for it: with skip_unknown it
+    is left to the client's draft_lang, and the natural languages are still told apart."""
+    with pytest.raises(FastMTPError, match=r"cannot detect \['py'\]"):
+        LanguageDetector(["en", "fr", "py", "zh"], statistical=True)
+    det = LanguageDetector(["en", "fr", "py", "zh"], statistical=True, skip_unknown=True)
+    assert det("Explique le cycle de l'eau à un enfant de dix ans, s'il te plaît.") == "fr"
+    assert det("Explain the water cycle to a ten-year-old, please.") == "en"
+    assert det("请用简单的话解释水循环。") == "zh"
+    assert det("def f(x):\n    return x + 1") != "py"  # code is never detected
+
+
+def test_the_plugin_detector_tells_latin_languages_apart_or_says_why_not(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastmtp_export.maps import lang as lang_mod
+    from sglang_patch.hooks.detect import build_detector
+
+    det = build_detector(["de", "en", "py", "zh"])
+    assert det("Erkläre einem zehnjährigen Kind den Wasserkreislauf, bitte.") == "de"
+
+    def missing(*_a: object, **_k: object) -> None:
+        raise FastMTPError("statistical language detection needs py3langid")
+
+    monkeypatch.setattr(lang_mod, "_py3langid", missing)
+    with caplog.at_level("WARNING"):
+        det = build_detector(["de", "en", "py", "zh"])
+    assert det("Erkläre einem zehnjährigen Kind den Wasserkreislauf, bitte.") == "en"
+    assert "py3langid is not installed" in caplog.text
+    assert "fastmtp-export[langdetect]" in caplog.text
