@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -280,6 +281,85 @@ def score(work: Path, model: Path, arts: dict[int, Path], held: Path, tokens: in
     return out
 
 
+SERVE_PER_LANG = 8
+
+
+def serving_prompts(work: Path, model: Path, held: Path) -> Path:
+    """The first ``SERVE_PER_LANG`` held-out prompts per language as chat-templated
+    ``input_ids`` (the tokens eval decodes from), languages interleaved."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    recs = [json.loads(x) for x in held.read_text().splitlines()]
+    per = {lang: [r for r in recs if r["lang"] == lang][:SERVE_PER_LANG] for lang in ALL_LANGS}
+    rows = []
+    for group in zip(*per.values(), strict=True):
+        for r in group:
+            text = tok.apply_chat_template(
+                r["messages"], add_generation_prompt=True, tokenize=False
+            )
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            rows.append({"lang": r["lang"], "input_ids": ids, "messages": r["messages"]})
+    path = work / "serve.jsonl"
+    write(path, [{"lang": r["lang"], "input_ids": r["input_ids"]} for r in rows])
+    write(work / "serve-held.jsonl", [{"lang": r["lang"], "messages": r["messages"]} for r in rows])
+    return path
+
+
+def sglang(work: Path, model: Path, art: Path, prompts: Path, tokens: int, label: str,
+           modes: str, levels: str, send_lang: bool) -> dict[str, Any]:  # fmt: skip
+    """bench_serving.py on the lane's SGLang (cached by ``label``)."""
+    from tests.sglang_lane.server import CPU_FLAGS, lane_env
+
+    out = work / f"serving-{label}.json"
+    if not out.exists():
+        flags = list(CPU_FLAGS)
+        i = flags.index("--log-level")
+        del flags[i : i + 2]  # sglang_patch announces itself at info: bench_serving checks it
+        cmd = [
+            sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(model),
+            "--draft", str(art), "--prompts", str(prompts), "--max-new-tokens", str(tokens),
+            "--modes", modes, "--concurrency", levels, "--static-lang", "en",
+            "--server-args", shlex.join([*flags, *REAL_MODEL_FLAGS]),
+            "--logs", str(work / f"logs-{label}"), "--json", str(out),
+            *(["--send-lang"] if send_lang else []),
+        ]  # fmt: skip
+        _log(f"serving {label}: {modes} at {levels}")
+        subprocess.run(cmd, env=lane_env(), check=True)
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+def eval_vs_sglang(
+    work: Path, model: Path, art: Path, tokens: int, served: dict[str, Any]
+) -> dict[str, Any]:
+    """eval's per-language tau (one trace per prompt) for the options SGLang served at
+    concurrency 1, on the same prompts and tokens; their ratio."""
+    import torch
+
+    from fastmtp_export.evaluate.choose import ChooseOptions, choose
+    from fastmtp_export.evaluate.run import EvalOptions, prepare
+
+    torch.set_num_threads(2)
+    opts = EvalOptions(k=3, max_new_tokens=tokens, device="cpu", dtype="fp32", show_progress=False)
+    p = prepare(art, model, work / "serve-held.jsonl", opts)
+    report = choose(p, opts, ChooseOptions(concurrency=1))
+    rows = report["rows"]
+    pairs = {"full": "full", "static": "map:en", "static-union": f"union:{rows}",
+             "plugin": f"plugin:{rows}"}  # fmt: skip
+    out: dict[str, Any] = {"eval": report}
+    for run in served["runs"]:
+        if run["concurrency"] != 1 or run["mode"] not in pairs:
+            continue
+        want = report["options"][pairs[run["mode"]]]["languages"]
+        got = {lang: a["accept_length"] for lang, a in run["languages"].items()}
+        out[run["mode"]] = {
+            lang: {"sglang": got[lang], "eval": want[lang], "ratio": got[lang] / want[lang]}
+            for lang in got
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/fastmtp-real-languages"))
@@ -289,6 +369,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="per distill job")
     ap.add_argument("--eval-tokens", type=int, default=64)
     ap.add_argument("--stop-after", choices=["distill", "score"], default=None)
+    ap.add_argument("--sglang-k", type=int, default=2048, choices=SIZES)
+    ap.add_argument("--serve-tokens", type=int, default=48)
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -321,6 +403,18 @@ def main() -> None:
     (work / "results.json").write_text(json.dumps(results, indent=2))
     if args.stop_after == "score":
         return
+    art = arts[args.sglang_k]
+    prompts = serving_prompts(work, model, held)
+    tokens = args.serve_tokens
+    served = sglang(work, model, art, prompts, tokens, f"{args.sglang_k}",
+                    "none,full,static,static-union,plugin", "1,8,32", True)  # fmt: skip
+    results["serving"] = served
+    results["eval_vs_sglang"] = eval_vs_sglang(work, model, art, tokens, served)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    results["serving_detected"] = sglang(
+        work, model, art, prompts, tokens, f"{args.sglang_k}-detected", "plugin", "8", False
+    )
+    (work / "results.json").write_text(json.dumps(results, indent=2))
     json.dump(results, sys.stdout, indent=2)
 
 
