@@ -53,6 +53,12 @@ def render(report: ArtifactReport) -> str:
             cov = "coverage unknown" if e.coverage is None else f"coverage {percent(e.coverage)}"
             tokens = "" if e.tokens is None else f", {e.tokens:,} corpus tokens"
             lines.append(f"  {lang:<4} {e.file:<28} {cov}{tokens}")
+            if e.ranking is not None:
+                r = e.ranking
+                lines.append(
+                    f"       {r.file:<28} ranking to N={r.size} (the plugin's rows), "
+                    f"coverage {percent(r.coverage)}"
+                )
         if maps.union:
             u = maps.union
             cov = percents(u.coverage)

@@ -346,6 +346,8 @@ def test_export_ships_the_union_and_stock_sglang_serves_it(
     r = CliRunner().invoke(app, ["inspect", str(draft)])
     assert r.exit_code == 0, r.output
     assert "union freq_union_256.pt" in r.stdout
+    assert "rank_zh_256.json" in r.stdout
+    assert "ranking to N=256 (the plugin's rows)" in r.stdout
     assert "stock SGLang without the plugin (one static map: the union)" in r.stdout
     card = (draft / "README.md").read_text()
     assert "| union | 256 | `freq_union_256.pt` |" in card
