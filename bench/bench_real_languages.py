@@ -326,6 +326,8 @@ def sglang(work: Path, model: Path, art: Path, prompts: Path, tokens: int, label
         flags = list(CPU_FLAGS)
         i = flags.index("--log-level")
         del flags[i : i + 2]  # sglang_patch announces itself at info: bench_serving checks it
+        if not send_lang:  # detection decodes the request's ids: the server needs its tokenizer
+            flags.remove("--skip-tokenizer-init")
         cmd = [
             sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(model),
             "--draft", str(art), "--prompts", str(prompts), "--max-new-tokens", str(tokens),
@@ -368,6 +370,55 @@ def eval_vs_sglang(
             for lang in got
         }
     return out
+
+
+def tables(results: dict[str, Any]) -> str:
+    """The docs' markdown tables from a results document."""
+    langs = results["measured_languages"]
+    out = ["| lang | answers | in its language | degenerate | cut | tokens | distinct |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for lang, r in results["languages"].items():
+        out.append(
+            f"| {lang} | {r['answers']} | {r['in_language']:.0%} | {r['degenerate']:.0%} | "
+            f"{r['cut']:.0%} | {r['tokens']:,} | {r['distinct']:,} |"
+        )
+    out += ["", "| K | coverage | " + " | ".join(langs) + " |",
+            "|---|---|" + "---|" * len(langs)]  # fmt: skip
+    for k in results["coverage"]:
+        cov = results["coverage"][k]
+        rows = {
+            "own map (K)": [cov[x][x] for x in langs],
+            "best other map (K)": [max(cov[x][m] for m in langs if m != x) for x in langs],
+            "union (2K)": [results["union_coverage"][k][x] for x in langs],
+            "own ranking (2K)": [results["ranking_coverage"][k][x] for x in langs],
+        }
+        for name, vals in rows.items():
+            out.append(f"| {k} | {name} | " + " | ".join(f"{v:.1%}" for v in vals) + " |")
+    out += ["", "| K | option | " + " | ".join(langs) + " | mix |",
+            "|---|---|" + "---|" * len(langs) + "---|"]  # fmt: skip
+    for key, rep in results["score"].items():
+        if "@" not in key or not key.endswith("@32"):
+            continue
+        k = key.split("@")[0]
+        c8 = results["score"][f"{k}@8"]["options"]
+        opts = dict(rep["options"])
+        own = {x: opts[f"map:{x}"]["languages"][x] for x in langs}
+        other = {x: max(opts[f"map:{m}"]["languages"][x] for m in langs if m != x) for x in langs}
+        rows2: dict[str, tuple[list[float], float | None]] = {
+            "full vocabulary": ([opts["full"]["languages"][x] for x in langs], None),
+            "own map (K)": ([own[x] for x in langs], None),
+            "best other map (K)": ([other[x] for x in langs], None),
+        }
+        for name, o in opts.items():
+            if name.startswith(("union", "plugin")):
+                rows2[name] = ([o["languages"][x] for x in langs], o["mix_tau"])
+        p8 = next(n for n in c8 if n.endswith("@8"))
+        rows2[p8] = ([c8[p8]["languages"][x] for x in langs], c8[p8]["mix_tau"])
+        for name, (vals, mix) in rows2.items():
+            cells = " | ".join(f"{v:.3f}" for v in vals)
+            out.append(f"| {k} | {name} | {cells} | {'-' if mix is None else f'{mix:.3f}'} |")
+        out.append(f"| {k} | best named | {rep['best']} |" + " |" * len(langs))
+    return "\n".join(out)
 
 
 def main() -> None:

@@ -121,7 +121,7 @@ def test_mixed_languages_keep_their_own_map_acceptance(
     want = [d["output_ids"] for d in _served(plain, tok, held, 32)]
     with sglang_server(
         smollm2, tmp_path / "serve", *REAL_MODEL_FLAGS, *CHAIN_FLAGS,
-        "--speculative-draft-model-path", str(art),
+        "--speculative-draft-model-path", str(art), "--log-level", "info",
     ) as server:  # fmt: skip
         got = _served(server, tok, held, 32)
         log = server.log.read_text(errors="replace")
