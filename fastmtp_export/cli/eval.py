@@ -176,6 +176,11 @@ def eval_(
         show_progress=False if quiet else None,
     )
     if choose:
+        if vocab or write_manifest:
+            raise typer.BadParameter(
+                "--choose scores every vocabulary itself and stores nothing in the manifest; "
+                "drop --vocab and --write-manifest"
+            )
         _choose(artifact, base, prompts, opts, mix, rows, concurrency, output, json_out)
         return
     if mix is not None or rows is not None:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastmtp_export.errors import FastMTPError
@@ -62,12 +63,39 @@ def _detect(manager: Any, obj: Any, input_text: Any, *args: Any, **kwargs: Any) 
     ids = args[0] if args else kwargs.get("input_ids")
     tokenizer = getattr(manager, "tokenizer", None)
     if text is None and isinstance(ids, list) and ids and tokenizer is not None:
-        text = tokenizer.decode(ids[-DETECT_TAIL_IDS:], skip_special_tokens=True)
+        text = tokenizer.decode(ids[-DETECT_TAIL_IDS:], skip_special_tokens=False)
     if not isinstance(text, str) or not text:
         return
-    lang = detector(text)
+    lang = detector(last_user_turn(text))
     if lang is not None:
         params["custom_params"] = {**(custom if isinstance(custom, dict) else {}), PARAM: lang}
+
+
+#: the start of a user turn in the chat templates we know: ChatML (Qwen, MiMo, SmolLM),
+#: Llama 3, GLM, DeepSeek, Llama 2 / Mistral
+_USER_TURN = re.compile(
+    r"<\|im_start\|>user|<\|start_header_id\|>user<\|end_header_id\|>|<\|user\|>"
+    r"|<｜User｜>|\[INST\]"
+)
+#: special-token markup left in decoded text (with the role names that follow it):
+#: <|im_start|>assistant, <|start_header_id|>...<|end_header_id|>, <|...|>, <｜...｜>, [/INST]
+_MARKUP = re.compile(
+    r"<\|im_start\|>\w*|<\|start_header_id\|>\w*<\|end_header_id\|>"
+    r"|<\|[^|<>]{0,40}\|>|<｜[^｜<>]{0,40}｜>|\[/INST\]"
+)
+
+
+def last_user_turn(text: str) -> str:
+    """The text of the last user turn of a rendered chat prompt (``text`` itself when
+    it holds no turn marker), without special-token markup.
+
+    A chat template's system prompt is usually English ("You are a helpful assistant"),
+    and it outweighs a short Chinese question when the whole prompt is read: SmolLM2's
+    Chinese chat requests were detected as Latin-script (measured, docs/sglang_patch.md).
+    """
+    turns = _USER_TURN.split(text)
+    tail = turns[-1] if len(turns) > 1 else text
+    return _MARKUP.sub(" ", tail)
 
 
 def tokenizer_manager_init_after(result: Any, manager: Any, *args: Any, **kwargs: Any) -> Any:

@@ -91,6 +91,12 @@ def test_bad_choose_options(oracle: Pair, prompts: Path, args: list[str], needle
     assert_one_line_error(_eval(oracle, prompts, "--choose", *args), needle)
 
 
+def test_choose_refuses_options_it_would_ignore(oracle: Pair, prompts: Path) -> None:
+    r = _eval(oracle, prompts, "--choose", "--vocab", "en")
+    assert r.exit_code != 0
+    assert "drop --vocab and --write-manifest" in r.output
+
+
 def test_mix_without_choose(oracle: Pair, prompts: Path) -> None:
     r = _eval(oracle, prompts, "--mix", "en=1")
     assert r.exit_code != 0

@@ -139,3 +139,27 @@ def test_the_plugin_detector_tells_latin_languages_apart_or_says_why_not(
     assert det("Erkläre einem zehnjährigen Kind den Wasserkreislauf, bitte.") == "en"
     assert "py3langid is not installed" in caplog.text
     assert "fastmtp-export[langdetect]" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # ChatML with SmolLM2's English default system prompt (measured: detected as Latin)
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n<|im_start|>user\n请用简单的话解释水循环。<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        # Llama 3
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful, "
+        "respectful and honest assistant. Always answer as helpfully as possible.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n水循环是什么？<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ],
+)
+def test_chat_prompts_are_detected_from_the_last_user_turn(prompt: str) -> None:
+    from sglang_patch.hooks.detect import last_user_turn
+
+    det = LanguageDetector(["en", "zh"])
+    assert det(prompt) == "en"  # the whole rendered prompt: the system prompt wins
+    assert det(last_user_turn(prompt)) == "zh"
+    assert "assistant" not in last_user_turn(prompt)
+    assert last_user_turn("no markers here") == "no markers here"
