@@ -47,6 +47,34 @@ from bench_train import CLI, _cli, _log, sglang_acceptance, smollm2_target  # no
 
 from tests.sglang_lane.server import REAL_MODEL_FLAGS, sglang_server  # noqa: E402
 
+
+def distill_jobs(
+    model: Path,
+    work: Path,
+    jobs: dict[str, tuple[Path, list[str]]],
+    max_tokens: int,
+    concurrency: int,
+    what: str,
+) -> None:
+    """Run one ``distill`` per job (``name -> (prompts, extra flags)``) at once against
+    one lane server, into ``work/distilled-{name}.jsonl`` (logs beside); exits on failure."""
+    with sglang_server(
+        model, work / "serve-distill", *REAL_MODEL_FLAGS,
+        "--max-running-requests", str(len(jobs) * concurrency), tokenizer=True,
+    ) as s, contextlib.ExitStack() as logs:  # fmt: skip
+        _log(f"{what} at {s.url}")
+        procs = []
+        for name, (prompts, flags) in jobs.items():
+            cmd = [*CLI, "distill", str(prompts), "--server", s.url,
+                   "--out", str(work / f"distilled-{name}.jsonl"), "--max-tokens", str(max_tokens),
+                   "--concurrency", str(concurrency), "--seed", "0", *flags]  # fmt: skip
+            log = logs.enter_context(open(work / f"distill-{name}.log", "a"))
+            procs.append(subprocess.Popen(cmd, stderr=log))
+        codes = [p.wait() for p in procs]
+    if any(codes):
+        sys.exit(f"distill failed ({codes}); see {work}/distill-*.log")
+
+
 #: distill modes: FastMTP's sampling and greedy, each on half the training prompts
 MODES = {"sampled": [], "greedy": ["--temperature", "0"]}
 
@@ -64,21 +92,8 @@ def distill(model: Path, work: Path, n: int, max_tokens: int, concurrency: int) 
         return
     for i, mode in enumerate(MODES):
         write(work / f"prompts-{mode}.jsonl", train[i :: len(MODES)])
-    with sglang_server(
-        model, work / "serve-distill", *REAL_MODEL_FLAGS,
-        "--max-running-requests", str(2 * concurrency), tokenizer=True,
-    ) as s, contextlib.ExitStack() as logs:  # fmt: skip
-        _log(f"distilling {len(train)} prompts at {s.url}")
-        procs = []
-        for mode, flags in MODES.items():
-            cmd = [*CLI, "distill", str(work / f"prompts-{mode}.jsonl"), "--server", s.url,
-                   "--out", str(work / f"distilled-{mode}.jsonl"), "--max-tokens", str(max_tokens),
-                   "--concurrency", str(concurrency), "--seed", "0", *flags]  # fmt: skip
-            log = logs.enter_context(open(work / f"distill-{mode}.log", "a"))
-            procs.append(subprocess.Popen(cmd, stderr=log))
-        codes = [p.wait() for p in procs]
-    if any(codes):
-        sys.exit(f"distill failed ({codes}); see {work}/distill-*.log")
+    jobs = {mode: (work / f"prompts-{mode}.jsonl", flags) for mode, flags in MODES.items()}
+    distill_jobs(model, work, jobs, max_tokens, concurrency, f"distilling {len(train)} prompts")
     done.write_text("ok\n")
 
 

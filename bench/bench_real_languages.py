@@ -34,7 +34,6 @@ Usage (from the repository root, after ``make lane``):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import shlex
@@ -51,12 +50,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _language_prompts import LANGS, build  # noqa: E402
 from _learning_prompts import write  # noqa: E402
-from bench_train import CLI, _cli, _log, smollm2_target  # noqa: E402
+from bench_learning_curve import MODES, distill_jobs  # noqa: E402
+from bench_train import _cli, _log, smollm2_target  # noqa: E402
 
-from tests.sglang_lane.server import REAL_MODEL_FLAGS, sglang_server  # noqa: E402
-
-#: distill modes: FastMTP's sampling and greedy, each on half the training prompts
-MODES = {"sampled": [], "greedy": ["--temperature", "0"]}
+from tests.sglang_lane.server import REAL_MODEL_FLAGS  # noqa: E402
 
 
 def prompt_files(work: Path, per_lang: int) -> dict[str, Path]:
@@ -82,21 +79,8 @@ def distill(model: Path, work: Path, per_lang: int, max_tokens: int, concurrency
         return
     files = prompt_files(work, per_lang)
     jobs = {mode: (files[mode], flags) for mode, flags in MODES.items()}
-    with sglang_server(
-        model, work / "serve-distill", *REAL_MODEL_FLAGS,
-        "--max-running-requests", str(2 * concurrency), tokenizer=True,
-    ) as s, contextlib.ExitStack() as logs:  # fmt: skip
-        _log(f"distilling {per_lang} prompts per language x {len(LANGS)} at {s.url}")
-        procs = []
-        for name, (prompts, flags) in jobs.items():
-            cmd = [*CLI, "distill", str(prompts), "--server", s.url,
-                   "--out", str(work / f"distilled-{name}.jsonl"), "--max-tokens", str(max_tokens),
-                   "--concurrency", str(concurrency), "--seed", "0", *flags]  # fmt: skip
-            log = logs.enter_context(open(work / f"distill-{name}.log", "a"))
-            procs.append(subprocess.Popen(cmd, stderr=log))
-        codes = [p.wait() for p in procs]
-    if any(codes):
-        sys.exit(f"distill failed ({codes}); see {work}/distill-*.log")
+    what = f"distilling {per_lang} prompts per language x {len(LANGS)}"
+    distill_jobs(model, work, jobs, max_tokens, concurrency, what)
     done.write_text("ok\n")
 
 
