@@ -304,7 +304,8 @@ class TestLanguageAwarePlugin:
         log = server.log.read_text(errors="replace")
         assert (
             "per-language draft vocabulary active: languages en,zh, K=128, draft rows K_u=256 "
-            "(FASTMTP_DRAFT_ROWS), up to 2 languages per batch, default en" in log
+            "(FASTMTP_DRAFT_ROWS), up to 2 languages per batch, rows filled from repeats, "
+            "sets chosen by request counts, default en" in log
         )
 
     def test_unknown_or_bad_language_uses_the_default(
