@@ -121,7 +121,7 @@ def choose(
         if set(p.rankings) == set(maps)
         else None
     )
-    table = SetTable(maps, rows, rankings, shares)
+    table = SetTable(maps, rows, rankings, shares, depth=opts.k)
     slots = dict(zip(table.sets, table.slots, strict=True))
     union_name, union_ids = _union(p, maps, rankings, rows, union_hot_ids)
     device = p.device

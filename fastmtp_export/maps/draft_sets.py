@@ -12,8 +12,9 @@ without rankings keeps the old layout, a one-language set padded with repeats of
 own K ids (a repeated row yields the same logit and id: exactly its own map).
 
 With rankings the plugin also knows each language's token shares, so it chooses the
-set a batch drafts with by *expected coverage*: the share of each request's tokens its
-set's slots hold, summed over the batch. One more set competes then, every language
+set a batch drafts with by *expected accepted drafts*: from the share of each
+request's tokens its set's slots hold (p), a K-step chain accepts about p + p² + p³,
+summed over the batch. One more set competes then, every language
 interleaved (each keeps its top rows, as a static union map does), which wins when a
 batch spreads over more languages than any fitting set holds.
 """
@@ -130,24 +131,33 @@ def draft_set(counts: Counter[str], *, current: LangSet, sets: Container[LangSet
     return current
 
 
+def expected_drafts(coverage: float, depth: int) -> float:
+    """Expected accepted drafts of a K=``depth`` chain whose every draft is in the draft
+    vocabulary with probability ``coverage``: ``p + p^2 + ... + p^depth`` (a chain stops
+    at its first miss). Convex in ``p``: one request fully covered is worth more than
+    two half covered, which a sum of coverages would call equal."""
+    return sum(coverage**j for j in range(1, depth + 1))
+
+
 def covered_set(
     counts: Counter[str],
     *,
     current: LangSet,
     coverage: Mapping[LangSet, Mapping[str, float]],
+    depth: int = 3,
 ) -> LangSet:
-    """The set whose slots hold the most of the batch's expected tokens.
+    """The set whose slots give the batch the most expected accepted drafts.
 
-    ``coverage[set][lang]``: the share of ``lang``'s tokens the set's slots hold. Ties
-    keep ``current``, then prefer fewer languages, then code order. An empty batch
-    keeps ``current``.
+    ``coverage[set][lang]``: the share of ``lang``'s tokens the set's slots hold, scored
+    per request by :func:`expected_drafts`. Ties keep ``current``, then prefer fewer
+    languages, then code order. An empty batch keeps ``current``.
     """
     if not counts:
         return current
 
     def score(s: LangSet) -> float:
         row = coverage[s]
-        return sum(n * row.get(lang, 0.0) for lang, n in counts.items())
+        return sum(n * expected_drafts(row.get(lang, 0.0), depth) for lang, n in counts.items())
 
     return max(
         coverage,
@@ -173,7 +183,9 @@ class SetTable:
         rows: K_u.
         rankings: ``lang -> ids`` past the map; fill the rows instead of repeats.
         shares: ``lang -> {id: share of its tokens}``; with them the batch's set is the
-            one of most expected coverage, every language at once among the candidates.
+            one of most expected accepted drafts, every language at once among the
+            candidates.
+        depth: K, the draft steps per round (the chain :func:`expected_drafts` scores).
     """
 
     def __init__(
@@ -182,7 +194,9 @@ class SetTable:
         rows: int,
         rankings: Mapping[str, Sequence[int]] | None = None,
         shares: Mapping[str, Mapping[int, float]] | None = None,
+        depth: int = 3,
     ) -> None:
+        self.depth = depth
         self.sets = offered_sets(maps, rows, with_all=bool(shares))
         #: [S][rows] each set's full ids, in slot order
         self.slots = [slot_ids(maps, s, rows, rankings) for s in self.sets]
@@ -194,7 +208,7 @@ class SetTable:
     def choose(self, counts: Counter[str], current: LangSet) -> LangSet:
         """The set a batch with these requests per language drafts with."""
         if self.coverage is not None:
-            return covered_set(counts, current=current, coverage=self.coverage)
+            return covered_set(counts, current=current, coverage=self.coverage, depth=self.depth)
         return draft_set(counts, current=current, sets=set(self.sets))
 
     def choose_prefill(self, counts: Counter[str], current: LangSet) -> LangSet:

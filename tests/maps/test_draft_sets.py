@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fastmtp_export.maps.draft_sets import (
+    SetTable,
     covered_set,
     fitting_sets,
     offered_sets,
@@ -130,3 +131,25 @@ def test_bank_without_shares_chooses_by_request_counts(head: torch.Tensor) -> No
     assert _set("en", "ja", "zh") not in bank.sets
     # the most frequent two languages that fit
     assert bank.choose(Counter(en=1, zh=3, ja=2)) == _set("ja", "zh")
+
+
+def test_disjoint_languages_keep_their_top_two_pair_under_coverage_choice() -> None:
+    """The oracle's case (languages share no token): with shares, a crowded batch of four
+    languages still drafts with its two most frequent languages' maps whole, as the
+    request-count rule did (the every-language set covers only half of each), so the
+    plugin keeps its lead over a union there (docs/sglang_patch.md, the oracle table)."""
+    import random
+
+    k = 8
+    maps = {lang: list(range(i * k, (i + 1) * k)) for i, lang in enumerate("abcd")}
+    shares = {lang: dict.fromkeys(ids, 1 / k) for lang, ids in maps.items()}
+    table = SetTable(maps, 2 * k, rankings=maps, shares=shares)
+    assert frozenset("abcd") in table.sets  # offered, and never the best here
+    rng = random.Random(0)
+    for _ in range(200):
+        counts = Counter(rng.choices("abcd", k=32))
+        top = sorted(counts, key=lambda x: (-counts[x], x))
+        got = table.choose(counts, frozenset({"a"}))
+        assert len(got) == 2, counts
+        # the pair holds the two most frequent languages (ties: any of the tied ones)
+        assert sum(counts[x] for x in got) == counts[top[0]] + counts[top[1]], (counts, got)
