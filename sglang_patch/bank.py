@@ -57,7 +57,7 @@ class DraftVocabBank:
         rankings: ``lang -> ids`` past the map (:mod:`fastmtp_export.maps.ranking`): the
             slots a set's maps leave free are filled from them instead of repeats.
         shares: ``lang -> {id: share of the language's tokens}``: with them a batch
-            drafts with the set of most expected coverage (every language at once
+            drafts with the set of most expected accepted drafts (every language at once
             among the candidates), else with its most frequent languages.
     """
 
