@@ -20,7 +20,7 @@ from fastmtp_export._util.confine import refuse_escaping_links
 from fastmtp_export.artifact import manifest as mf
 from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint, language_config
 from fastmtp_export.errors import FastMTPError
-from fastmtp_export.maps.ranking import load_ranking
+from fastmtp_export.maps.ranking import load_ranking, token_shares
 from fastmtp_export.maps.token_map import load_token_map
 
 from .bank import default_rows
@@ -101,12 +101,7 @@ def artifact_maps(draft_dir: Path) -> ArtifactMaps | None:
         info.default_lang,
         info.size,
         rankings={lang: r.ids for lang, r in loaded.items()},
-        # shares only when every language has them: coverage must compare like with like
-        shares=(
-            {lang: dict(zip(r.ids, r.shares, strict=True)) for lang, r in loaded.items()}
-            if set(loaded) == set(maps)
-            else None
-        ),
+        shares=token_shares(loaded, maps),
     )
 
 

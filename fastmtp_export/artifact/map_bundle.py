@@ -229,14 +229,15 @@ def collect_maps(
         union_size = len(load_token_map(union, vocab_size=vocab_size, required=need))
         if not union_size:
             raise TokenMapError(f"union token map {union} is empty; rebuild it")
-    source = token_maps if summary is not None else None
-    for lang in sorted(summarized):
+    source = Path(token_maps) if token_maps is not None and summary is not None else None
+    for lang in sorted(summarized):  # non-empty only with a summary, from --token-maps
         r = summary.languages[lang].ranking if summary is not None else None
-        if r is not None and source is not None:
-            refuse_escaping_links(source, [r.file])
-            if not (source / r.file).is_file():
-                raise TokenMapError(f"ranking for {lang!r} not found: {source / r.file}")
-            load_ranking(source / r.file, vocab_size=vocab_size, size=r.size)
+        if r is None or source is None:
+            continue
+        refuse_escaping_links(source, [r.file])
+        if not (source / r.file).is_file():
+            raise TokenMapError(f"ranking for {lang!r} not found: {source / r.file}")
+        load_ranking(source / r.file, vocab_size=vocab_size, size=r.size)
     return MapBundle(
         paths, next(iter(sizes.values())), default, tuple(need), summary, summarized,
         union, union_size, union_summarized, source,

@@ -91,6 +91,7 @@ def choose(
     import torch
 
     from ..maps.draft_sets import SetTable, default_rows, set_label
+    from ..maps.ranking import token_shares
     from ..maps.union import union_hot_ids
     from .score import accepted, trace, walk
 
@@ -116,11 +117,7 @@ def choose(
             f"{missing[0]} or drop it from the mix (prompt languages: {', '.join(sorted(by_lang))})"
         )
     rankings = {lang: r.ids for lang, r in p.rankings.items()} or None
-    shares = (
-        {lang: dict(zip(r.ids, r.shares, strict=True)) for lang, r in p.rankings.items()}
-        if set(p.rankings) == set(maps)
-        else None
-    )
+    shares = token_shares(p.rankings, maps)
     table = SetTable(maps, rows, rankings, shares, depth=opts.k)
     slots = dict(zip(table.sets, table.slots, strict=True))
     union_name, union_ids = _union(p, maps, rankings, rows, union_hot_ids)

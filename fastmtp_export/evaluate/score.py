@@ -44,7 +44,6 @@ class Trace:
 
     tokens: list[int]
     outs: torch.Tensor
-    seconds: float = 0.0
 
 
 @torch.no_grad()
@@ -52,9 +51,6 @@ def trace(
     target: Target, mtp: MiMoMTPReference, prompt: Sequence[int], max_new: int, k: int
 ) -> Trace:
     """Greedy-decode ``prompt`` (EOS ignored) and run the draft chain at every start."""
-    import time
-
-    begin = time.perf_counter()
     if not prompt:
         raise ValueError("empty prompt")
     cache = target.new_cache()
@@ -100,7 +96,7 @@ def trace(
             dcache.k[:, s : s + k - 1] = saved_k[:, s : s + k - 1]
             dcache.v[:, s : s + k - 1] = saved_v[:, s : s + k - 1]
         dcache.length = ext_len
-    return Trace(out, outs, time.perf_counter() - begin)
+    return Trace(out, outs)
 
 
 @torch.no_grad()

@@ -66,26 +66,15 @@ def hot_maps(counts: TokenCounts, size: int, required: Sequence[int]) -> dict[st
     """One K=``size`` map per language; shortfalls padded from the all-language ranking."""
     fallback = ranked_ids(counts.total())
     return {
-        lang: hot_maps_for(counts, lang, size, required, fallback)
-        for lang in sorted(counts.languages)
+        lang: select_hot_ids(
+            ranked_ids(c.counted),
+            size,
+            required=required,
+            fallback=fallback,
+            vocab_size=counts.vocab_size,
+        )
+        for lang, c in sorted(counts.languages.items())
     }
-
-
-def hot_maps_for(
-    counts: TokenCounts,
-    lang: str,
-    size: int,
-    required: Sequence[int],
-    fallback: Sequence[int] | None = None,
-) -> list[int]:
-    """``lang``'s ``size`` hot ids; ``fallback`` (default: the all-language ranking) pads."""
-    return select_hot_ids(
-        ranked_ids(counts.languages[lang].counted),
-        size,
-        required=required,
-        fallback=ranked_ids(counts.total()) if fallback is None else fallback,
-        vocab_size=counts.vocab_size,
-    )
 
 
 def build_token_maps(
@@ -122,7 +111,7 @@ def build_token_maps(
             languages' rankings interleaved (:mod:`.union`).
         weights: the union's row shares: ``equal``, ``tokens`` or ``en=0.7,zh=0.3``.
         rank: also write each language's top ``rank`` ids with their token shares
-            (``rank_<lang>_<rank>.safetensors``, :mod:`.ranking`): the rows sglang_patch's
+            (``rank_<lang>_<rank>.json``, :mod:`.ranking`): the rows sglang_patch's
             draft buffer (K_u) fills beyond the map. At least ``size``.
 
     Raises:
@@ -168,10 +157,14 @@ def build_token_maps(
             lang: _write_map(tmp, lang, ids, counts, required, coverage[str(size)][lang][lang])
             for lang, ids in maps_by_size[size].items()
         }
-        if rank is not None:
+        if rank is not None:  # a ranking is the language's map at N = rank
+            ranked = maps_by_size.get(rank) or hot_maps(counts, rank, required)
+            held = coverage_matrix(counts, ranked)
             entries = {
                 lang: e.model_copy(
-                    update={"ranking": _write_ranking(tmp, lang, rank, counts, required)}
+                    update={
+                        "ranking": _write_ranking(tmp, lang, ranked[lang], counts, held[lang][lang])
+                    }
                 )
                 for lang, e in entries.items()
             }
@@ -258,23 +251,21 @@ def _write_map(
 
 
 def _write_ranking(
-    directory: Path, lang: str, size: int, counts: TokenCounts, required: Sequence[int]
+    directory: Path, lang: str, ids: list[int], counts: TokenCounts, coverage: float | None
 ) -> ms.RankingSummary:
-    """Write ``rank_<lang>_<size>.safetensors``: the language's top ``size`` ids (EOS kept,
-    shortfalls padded as maps are) and each one's share of its counted tokens."""
+    """Write ``rank_<lang>_<N>.json``: the language's top N ``ids`` (EOS kept, shortfalls
+    padded as maps are) and each one's share of its counted tokens."""
     import numpy as np
 
     c = counts.languages[lang]
-    ids = hot_maps_for(counts, lang, size, required)
     total = int(c.counted.sum())
     shares = (
-        (c.counted[np.asarray(ids, dtype=np.int64)] / total).tolist() if total else [0.0] * size
+        (c.counted[np.asarray(ids, dtype=np.int64)] / total).tolist() if total else [0.0] * len(ids)
     )
-    name = RANK_NAME.format(lang=lang, size=size)
+    name = RANK_NAME.format(lang=lang, size=len(ids))
     save_ranking(directory / name, ids, shares)
-    held = coverage_matrix(counts, {lang: ids})[lang][lang]
     return ms.RankingSummary(
-        file=name, sha256=sha256_file(directory / name), size=size, coverage=held
+        file=name, sha256=sha256_file(directory / name), size=len(ids), coverage=coverage
     )
 
 

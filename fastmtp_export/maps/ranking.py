@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,16 @@ class Ranking:
 
     ids: list[int]
     shares: list[float]
+
+
+def token_shares(
+    rankings: Mapping[str, Ranking], langs: Collection[str]
+) -> dict[str, dict[int, float]] | None:
+    """``lang -> {id: share}`` when every one of ``langs`` has a ranking, else ``None``:
+    coverage of a draft set must compare every language like with like."""
+    if set(rankings) != set(langs):
+        return None
+    return {lang: dict(zip(r.ids, r.shares, strict=True)) for lang, r in rankings.items()}
 
 
 def save_ranking(path: Path, ids: Sequence[int], shares: Sequence[float]) -> None:
