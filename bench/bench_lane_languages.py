@@ -36,7 +36,7 @@ from fastmtp_export.checkpoints.oracle import (  # noqa: E402
     write_target,
 )
 from fastmtp_export.maps.token_map import save_token_map  # noqa: E402
-from tests.sglang_lane.server import CPU_FLAGS, lane_env  # noqa: E402
+from tests.sglang_lane.server import lane_env, serving_flags  # noqa: E402
 
 CODES = ("en", "zh", "ru", "ja", "ko", "ar")
 
@@ -89,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target, draft, prompts = write_fixture(
         args.out, args.languages, args.prompts_per_language, args.max_new_tokens
     )
-    flags = list(CPU_FLAGS)
-    i = flags.index("--log-level")
-    del flags[i : i + 2]  # sglang_patch announces itself at info: bench_serving checks it
+    flags = serving_flags(tokenizer=False)
     cmd = [
         sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(target),
         "--draft", str(draft), "--prompts", str(prompts), "--send-lang",

@@ -303,15 +303,12 @@ def serving_prompts(work: Path, model: Path, held: Path, langs: list[str]) -> Pa
 def sglang(work: Path, model: Path, art: Path, prompts: Path, tokens: int, label: str,
            modes: str, levels: str, send_lang: bool) -> dict[str, Any]:  # fmt: skip
     """bench_serving.py on the lane's SGLang (cached by ``label``)."""
-    from tests.sglang_lane.server import CPU_FLAGS, lane_env
+    from tests.sglang_lane.server import lane_env, serving_flags
 
     out = work / f"serving-{label}.json"
     if not out.exists():
-        flags = list(CPU_FLAGS)
-        i = flags.index("--log-level")
-        del flags[i : i + 2]  # sglang_patch announces itself at info: bench_serving checks it
-        if not send_lang:  # detection decodes the request's ids: the server needs its tokenizer
-            flags.remove("--skip-tokenizer-init")
+        # detection decodes the request's ids: the server needs its tokenizer
+        flags = serving_flags(tokenizer=not send_lang)
         cmd = [
             sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(model),
             "--draft", str(art), "--prompts", str(prompts), "--max-new-tokens", str(tokens),

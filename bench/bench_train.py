@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.real_model.prompts import paragraphs, prompts, write_prompts  # noqa: E402
 from tests.sglang_lane.server import (  # noqa: E402
-    CPU_FLAGS,
     REAL_MODEL_FLAGS,
     lane_env,
+    serving_flags,
     sglang_server,
 )
 
@@ -186,9 +186,7 @@ def serving(
              "--size", str(args.map_size), "-q")  # fmt: skip
     art = work / "art-k3-maps"
     _cli("export", str(head), "--out", str(art), "--token-maps", str(maps), "--overwrite", "-q")
-    flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"] + REAL_MODEL_FLAGS
-    i = flags.index("--log-level")
-    del flags[i : i + 2]  # sglang_patch announces itself at info
+    flags = serving_flags(tokenizer=True) + REAL_MODEL_FLAGS
     out = work / "serving.json"
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_serving.py"), "--model", str(model),

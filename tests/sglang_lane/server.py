@@ -47,6 +47,18 @@ REAL_MODEL_FLAGS = ["--mem-fraction-static", "0.3"]
 #: NUMA nodes); the lane plugin's parallel hook keeps PyNccl out (docs/testing.md)
 TP2_FLAGS = ["--tp-size", "2"]
 TP2_ENV = {"SGLANG_CPU_OMP_THREADS_BIND": "0|1"}
+
+
+def serving_flags(*, tokenizer: bool) -> list[str]:
+    """:data:`CPU_FLAGS` for bench/bench_serving.py's servers: SGLang's default log level,
+    since sglang_patch announces itself at info and the benchmark checks that line; with
+    ``tokenizer`` the server keeps its tokenizer (text requests, language detection)."""
+    flags = [f for f in CPU_FLAGS if not (tokenizer and f == "--skip-tokenizer-init")]
+    i = flags.index("--log-level")
+    del flags[i : i + 2]
+    return flags
+
+
 CHAIN_FLAGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",
     "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",

@@ -37,10 +37,10 @@ from ..sglang_lane.fastmtp_cpu_lane.ops import FALLBACKS
 from ..sglang_lane.server import (
     BENCH,
     CHAIN_FLAGS,
-    CPU_FLAGS,
     LANE,
     Server,
     lane_env,
+    serving_flags,
     sglang_server,
 )
 from .conftest import (
@@ -581,10 +581,10 @@ class TestServingBenchmark:
                 ]
                 body = forms[i % 3]
                 fh.write(json.dumps({"lang": lang, **body}, ensure_ascii=False) + "\n")
-        flags = [f for f in CPU_FLAGS if f != "--skip-tokenizer-init"]
-        i = flags.index("--log-level")
-        del flags[i : i + 2]  # sglang_patch announces itself at info
-        flags += ["--tokenizer-path", str(lane.root / "oracle-tokenizer")]
+        flags = serving_flags(tokenizer=True) + [
+            "--tokenizer-path",
+            str(lane.root / "oracle-tokenizer"),
+        ]
         out = tmp_path / "serving.json"
         r = subprocess.run(
             [sys.executable, str(BENCH / "bench_serving.py"), "--model", str(lane.oracle),
