@@ -16,12 +16,13 @@ PKG = "fastmtp_export"
 ALLOWED: dict[str, set[str]] = {
     "_util": set(),
     "checkpoints": {"_util"},
+    "heads": {"_util", "checkpoints"},
     "maps": {"_util", "checkpoints"},
     "artifact": {"_util", "checkpoints", "maps"},
-    "evaluate": {"_util", "checkpoints", "maps", "artifact"},
-    "train": {"_util", "checkpoints", "maps", "artifact", "evaluate"},
+    "evaluate": {"_util", "checkpoints", "heads", "maps", "artifact"},
+    "train": {"_util", "checkpoints", "heads", "maps", "artifact", "evaluate"},
     "hub": {"_util", "checkpoints", "maps", "artifact"},
-    "cli": {"_util", "checkpoints", "maps", "artifact", "evaluate", "train", "hub"},
+    "cli": {"_util", "checkpoints", "heads", "maps", "artifact", "evaluate", "train", "hub"},
 }
 SHARED = {"errors", "_version"}
 #: top-level modules: the lazy public API, ``python -m``, and the shared ones

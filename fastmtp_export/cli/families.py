@@ -17,6 +17,7 @@ def families(json_out: JsonOpt = False) -> None:
     loads its draft, and whether SGLang can serve it with per-language token maps.
     """
     from ..checkpoints.readers import READERS
+    from ..heads import has_head
 
     rows: list[dict[str, Any]] = [
         {
@@ -26,7 +27,7 @@ def families(json_out: JsonOpt = False) -> None:
             "mtp_tensors": reader.MARKER,
             "token_maps": reader.NO_MAPS is None,
             "multi_layer_eagle": reader.ALL_LAYERS,
-            "eval_and_train": reader.REFERENCE,
+            "eval_and_train": has_head(family),
             **({"no_maps_reason": reader.NO_MAPS} if reader.NO_MAPS else {}),
         }
         for family, reader in sorted(READERS.items())

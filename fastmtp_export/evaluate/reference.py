@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -98,6 +98,20 @@ class KVCache:
     def crop(self, length: int) -> None:
         self.length = min(self.length, length)
 
+    def save(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A copy to :meth:`restore` after speculative steps overwrite positions."""
+        assert self.k is not None
+        assert self.v is not None
+        return self.k.clone(), self.v.clone(), self.length
+
+    def restore(self, saved: tuple[torch.Tensor, torch.Tensor, int], dirty: slice) -> None:
+        """Put back the ``dirty`` positions of :meth:`save`'s copy, and its length."""
+        assert self.k is not None
+        assert self.v is not None
+        self.k[:, dirty] = saved[0][:, dirty]
+        self.v[:, dirty] = saved[1][:, dirty]
+        self.length = saved[2]
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add k, v [nkv, T, hd]; return every cached position's [nkv, length, hd] views."""
         end = self.length + k.shape[1]
@@ -162,6 +176,38 @@ def mlp(x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return F.linear(F.silu(gate) * up, w["mlp.down_proj.weight"])
 
 
+class DraftCache(Protocol):
+    """A draft head's KV cache, as eval drives it."""
+
+    def __len__(self) -> int: ...
+    def crop(self, length: int) -> None: ...
+    def save(self) -> Any: ...
+    def restore(self, saved: Any, dirty: slice) -> None: ...
+
+
+class DraftHead(Protocol):
+    """What eval needs of any family's draft head (:func:`reference_head`)."""
+
+    embed: torch.Tensor  # [V, H]
+    lm_head: torch.Tensor  # [V, H]
+
+    def new_cache(self) -> DraftCache: ...
+    def trunk(
+        self,
+        hidden: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        hidden: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class MiMoMTPReference:
     """One MiMo MTP layer plus the target's shared embedding and ``lm_head``."""
 
@@ -185,6 +231,9 @@ class MiMoMTPReference:
         self.lm_head = lm_head.to(dtype)
         self.dims = MTPDims.from_config(config)
         self.dtype = dtype
+
+    def new_cache(self) -> KVCache:
+        return KVCache()
 
     @torch.no_grad()
     def forward(
@@ -250,16 +299,38 @@ def load_artifact_weights(artifact: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def artifact_head(model: Any, artifact: Path, dtype: torch.dtype | None = None) -> MiMoMTPReference:
-    """The exported draft in ``artifact`` on a loaded target ``model`` (transformers
-    ``*ForCausalLM``): its embedding and ``lm_head`` shared, as SGLang shares them."""
+def reference_head(
+    family: str,
+    weights: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    embed: torch.Tensor,
+    lm_head: torch.Tensor,
+    dtype: torch.dtype | None = None,
+) -> DraftHead:
+    """``family``'s draft head for eval: :class:`MiMoMTPReference` for MiMo, else the
+    family's :class:`~..heads.module.FamilyHead` (both: ``trunk``, ``new_cache``,
+    ``lm_head``)."""
+    if family == "mimo":
+        return MiMoMTPReference(weights, config, embed, lm_head, dtype)
+    from ..heads import HEADS
+    from ..heads.module import FamilyHead
+
+    return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, dtype).eval()
+
+
+def artifact_head(
+    model: Any, artifact: Path, dtype: torch.dtype | None = None, family: str = "mimo"
+) -> DraftHead:
+    """The exported ``family`` draft in ``artifact`` on a loaded target ``model``
+    (transformers): its embedding and ``lm_head`` shared, as SGLang shares them."""
     from ..maps.eos import read_json
 
     device = next(model.parameters()).device
-    return MiMoMTPReference(
+    return reference_head(
+        family,
         {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},
         read_json(artifact / "config.json"),
         model.get_input_embeddings().weight.detach(),  # [V, H]
-        model.lm_head.weight.detach(),  # [V, H]
+        model.get_output_embeddings().weight.detach(),  # [V, H]
         dtype,
     )

@@ -47,7 +47,7 @@ class Prepared:
     device: Any
     dtype: Any
     target: Any  # speculate.Target
-    mtp: Any  # reference.MiMoMTPReference
+    mtp: Any  # reference.DraftHead
     modes: list[str]  # the validated --vocab modes
     rankings: dict[str, Any]  # language -> maps.ranking.Ranking, where the artifact ships one
 
@@ -62,8 +62,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
         SourceError: the base's weights cannot be loaded.
     """
     from ..artifact.inspect import inspect_artifact
-    from ..checkpoints.readers import READERS
-    from ..checkpoints.readers.base import no_reference
+    from ..heads import has_head, no_head
     from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
     from ..maps.tokenizer import load_auto_tokenizer
@@ -78,8 +77,8 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     report = inspect_artifact(artifact)
     report.raise_for_problems()
     manifest = report.manifest
-    if not READERS[manifest.family].REFERENCE:
-        raise EvalError(no_reference(manifest.family))
+    if not has_head(manifest.family):
+        raise EvalError(no_head(manifest.family))
     info = check_pair(base, artifact, manifest)
     vocab = int(info.config["vocab_size"])
     maps_info = manifest.token_maps
@@ -106,7 +105,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     model = load_target_model(info.path, info.config, manifest.family, device, dtype)
     return Prepared(
         manifest, info, vocab, maps, prompts, eos, device, dtype,
-        Target(model), artifact_head(model, artifact, dtype), modes, rankings,
+        Target(model), artifact_head(model, artifact, dtype, manifest.family), modes, rankings,
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import KVCache, MiMoMTPReference
+from .reference import DraftHead
 from .speculate import Generation, Target, _commit
 
 
@@ -47,9 +47,7 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(
-    target: Target, mtp: MiMoMTPReference, prompt: Sequence[int], max_new: int, k: int
-) -> Trace:
+def trace(target: Target, mtp: DraftHead, prompt: Sequence[int], max_new: int, k: int) -> Trace:
     """Greedy-decode ``prompt`` (EOS ignored) and run the draft chain at every start."""
     if not prompt:
         raise ValueError("empty prompt")
@@ -68,16 +66,14 @@ def trace(
     ext_len = n + max_new - 1
     h_all = torch.cat(hiddens)[:ext_len]  # [T, H]
     device = h_all.device
-    dcache = KVCache()
+    dcache = mtp.new_cache()
     ext = mtp.trunk(
         h_all,
         torch.tensor(seq[1 : ext_len + 1], device=device),
         torch.arange(ext_len, device=device),
         dcache,
     )  # [T, H]
-    assert dcache.k is not None
-    assert dcache.v is not None
-    saved_k, saved_v = dcache.k.clone(), dcache.v.clone()
+    saved = dcache.save()
     outs = ext.new_empty(max_new, k, ext.shape[-1])  # [P, k, H]
     for p in range(max_new):
         s = n + p  # sequence index of the newest committed token
@@ -92,10 +88,7 @@ def trace(
                 dcache,
             )
             outs[p, i] = last[0]
-        if k > 1:  # put back the extend's keys the chain overwrote
-            dcache.k[:, s : s + k - 1] = saved_k[:, s : s + k - 1]
-            dcache.v[:, s : s + k - 1] = saved_v[:, s : s + k - 1]
-        dcache.length = ext_len
+        dcache.restore(saved, slice(s, s + k - 1))  # the extend's keys the chain overwrote
     return Trace(out, outs)
 
 

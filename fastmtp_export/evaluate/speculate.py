@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .reference import KVCache, MiMoMTPReference
+from .reference import DraftCache, DraftHead
 
 
 class Target:
@@ -66,7 +66,7 @@ class Draft:
     in this order (as SGLang slices ``lm_head`` with ``hot_token_id``).
     """
 
-    def __init__(self, mtp: MiMoMTPReference, hot: torch.Tensor | None = None) -> None:
+    def __init__(self, mtp: DraftHead, hot: torch.Tensor | None = None) -> None:
         self.mtp = mtp
         self.hot = hot
         # [K, H] or [V, H]: the rows the draft scores
@@ -78,7 +78,7 @@ class Draft:
         return slot if self.hot is None else int(self.hot[slot])
 
     def run(
-        self, hidden: torch.Tensor, next_ids: Sequence[int], start: int, cache: KVCache
+        self, hidden: torch.Tensor, next_ids: Sequence[int], start: int, cache: DraftCache
     ) -> torch.Tensor:
         """MTP positions ``start..``; returns the final-normed outputs [T, H]."""
         device = self.head.device
@@ -159,7 +159,7 @@ def speculate(
         raise ValueError("max_new and k must be at least 1")
     begin = clock()
     device = target.device
-    tcache, dcache = target.new_cache(), KVCache()
+    tcache, dcache = target.new_cache(), draft.mtp.new_cache()
     n = len(prompt)
     hidden, pred = target.run(prompt, 0, tcache)  # hidden [n, H]
     gen = Generation([], "length")

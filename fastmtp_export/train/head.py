@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from ..evaluate.reference import PREFIX, MTPDims, mlp, rms_norm, rope_cos_sin, rotate_half
+from ..heads.module import FamilyHead
 
 
 def _key(name: str) -> str:
@@ -101,3 +102,24 @@ class TrainableHead(nn.Module):
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits of final-normed rows, out [N, H] -> [N, V]."""
         return F.linear(out, self.lm_head)
+
+
+#: any family's trainable head
+Head = TrainableHead | FamilyHead
+
+
+def trainable_head(
+    family: str,
+    weights: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    embed: torch.Tensor,
+    lm_head: torch.Tensor,
+) -> Head:
+    """``family``'s MTP layer to train in float32: :class:`TrainableHead` for MiMo, else
+    the family's :class:`~..heads.module.FamilyHead` (same ``step`` / ``logits`` /
+    ``weights`` interface)."""
+    if family == "mimo":
+        return TrainableHead(weights, config, embed, lm_head)
+    from ..heads import HEADS
+
+    return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, torch.float32)

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from .head import TrainableHead
+from .head import Head
 from .kd import KDConfig, kl_from_top, teacher_top
 
 
@@ -42,14 +42,14 @@ def target_counts(mask: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def step_losses(
-    head: TrainableHead, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int
+    head: Head, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int
 ) -> torch.Tensor:
     """Summed cross-entropy per step: [K] float32, differentiable (see :func:`losses`)."""
     return losses(head, hidden, ids, mask, steps)[0]
 
 
 def losses(
-    head: TrainableHead,
+    head: Head,
     hidden: torch.Tensor,
     ids: torch.Tensor,
     mask: torch.Tensor,

@@ -12,8 +12,9 @@ import torch
 from .._util.atomic import atomic_write
 from ..checkpoints.checkpoint import SourceCheckpoint
 from ..checkpoints.readers import resolve_reader
-from ..checkpoints.readers.base import HeadPlan, no_reference
+from ..checkpoints.readers.base import HeadPlan
 from ..errors import TrainError
+from ..heads import has_head, no_head
 
 #: files a head checkpoint copies byte for byte, so ``eval --base SOURCE`` matches it
 #: (config sha256) and ``train`` / ``token-map build`` find the tokenizer next to it
@@ -41,8 +42,8 @@ class Source:
         """Open ``path`` and pick its MTP layer (raises the exporter's errors)."""
         ckpt = SourceCheckpoint.open(path)
         reader = resolve_reader(ckpt)
-        if not reader.REFERENCE:
-            raise TrainError(no_reference(reader.family))
+        if not has_head(reader.family):
+            raise TrainError(no_head(reader.family))
         return cls(ckpt, reader.plan(ckpt, layer))
 
     def head_weights(self) -> dict[str, torch.Tensor]:

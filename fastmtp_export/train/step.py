@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from .data import Sample
-from .head import TrainableHead
+from .head import Head
 from .kd import KDConfig
 from .loss import losses, target_counts
 
@@ -100,7 +100,7 @@ def train_step(
     steps: int,
     micro_batch_tokens: int,
     trunk: Trunk,
-    head: TrainableHead,
+    head: Head,
     weights: torch.Tensor,
     kd: KDConfig | None,
     dist: _Dist,

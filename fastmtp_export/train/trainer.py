@@ -40,7 +40,7 @@ from .._version import __version__
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
 from .filters import DataFilter
-from .head import TrainableHead
+from .head import Head, trainable_head
 from .kd import DIRECTIONS, REVERSE, KDConfig
 from .loss import step_weights
 from .progress import Reporter
@@ -271,7 +271,8 @@ def _run(
     model = src.load_target(device, dtype)
     trunk = Trunk(model, device, cache=cache)
     source_weights = src.head_weights()
-    head = TrainableHead(
+    head = trainable_head(
+        src.plan.family,
         source_weights,
         src.ckpt.config,
         model.get_input_embeddings().weight,
@@ -319,7 +320,7 @@ def _step(
     samples: list[Sample],
     opts: TrainOptions,
     trunk: Trunk,
-    head: TrainableHead,
+    head: Head,
     opt: torch.optim.Optimizer,
     weights: torch.Tensor,
     kd: KDConfig | None,
@@ -339,7 +340,7 @@ def _step(
 
 def _state(
     step: int,
-    head: TrainableHead,
+    head: Head,
     opt: Any,
     sched: Any,
     identity: dict[str, Any],
@@ -383,7 +384,7 @@ def _record(
 def _write_outputs(
     out: Path,
     src: Source,
-    head: TrainableHead,
+    head: Head,
     source_weights: dict[str, torch.Tensor],
     record: dict[str, Any],
 ) -> None:

@@ -83,9 +83,6 @@ class MTPReader(ABC):
     ALL_LAYERS: ClassVar[bool] = False
     #: why SGLang cannot serve a reduced draft vocabulary for this family, or ``None``.
     NO_MAPS: ClassVar[str | None] = None
-    #: ``eval`` and ``train`` have a PyTorch reference of this family's head
-    #: (evaluate/reference.py, train/head.py).
-    REFERENCE: ClassVar[bool] = False
     #: human hint for "no MTP tensors", e.g. ``model.mtp_layers.*``.
     MARKER: ClassVar[str]
     #: the trunk's embedding and final norm in the release layout (synthetic checkpoints).
@@ -174,15 +171,11 @@ class MTPReader(ABC):
         """Whether serving the *base* model from this config needs ``--trust-remote-code``."""
 
     def target_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The base config as a stock transformers ``*ForCausalLM`` (the trunk, no MTP).
-
-        ``fastmtp-export eval`` and ``train`` load the target through it, without remote
-        code. Only MiMo's head has a PyTorch reference here (evaluate/reference.py).
-
-        Raises:
-            SourceError: the family has no reference head to evaluate or train.
+        """The base config as a stock transformers model (the trunk; its MTP tensors are
+        skipped on load). ``eval`` and ``train`` load the target through it, without
+        remote code: the release's config, less remote-code and quantization keys.
         """
-        raise SourceError(no_reference(self.family))
+        return without_keys(config, ("auto_map", *quantization_keys(config)))
 
     def plan(self, ckpt: SourceCheckpoint, layer: int | None) -> HeadPlan:
         """Select and check the MTP tensors of one layer.
@@ -243,15 +236,6 @@ class MTPReader(ABC):
             )
         config = without_keys(ckpt.config, dropped)
         return HeadPlan(self.family, contract, layer, layers, infos, config, dropped)
-
-
-def no_reference(family: str) -> str:
-    """Why ``eval`` / ``train`` cannot run a ``family`` head (no reference model here)."""
-    return (
-        f"eval and train run MiMo heads only (the PyTorch reference of the draft); a {family} "
-        "draft is served and measured by SGLang itself (bench/bench_serving.py reports its "
-        "acceptance)"
-    )
 
 
 def quantization_keys(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,6 @@ class MiMoReader(MTPReader):
     LAYER_RE = re.compile(r"^model\.mtp_layers\.(\d+)\.")
     PREFIX_REMAP = (("model.mtp_layers.{layer}.", "model.mtp_layers.0."),)
     MARKER = "model.mtp_layers.*"
-    REFERENCE = True
 
     def draft_config(
         self, config: Mapping[str, Any], dtype: str | None

@@ -1,0 +1,29 @@
+"""Qwen3.5 dense and MoE (SGLang ``Qwen3_5ForCausalLMMTP``): Qwen3-Next's MTP wiring
+over the Qwen3.5 text layer (gated attention output, interleaved M-RoPE, which on text
+positions equals 1-D RoPE)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import register_head
+from .spec import HeadSpec, text_config
+
+
+@register_head("qwen3_5")
+def qwen3_5(config: Mapping[str, Any]) -> HeadSpec:
+    moe = str(text_config(config).get("model_type", "")).startswith("qwen3_5_moe")
+    name = "qwen3_5_moe" if moe else "qwen3_5"
+    prefix = "Qwen3_5Moe" if moe else "Qwen3_5"
+    return HeadSpec(
+        family="qwen3_5",
+        module=f"transformers.models.{name}.modeling_{name}",
+        prefix=prefix,
+        embed_norm="mtp.pre_fc_norm_embedding.weight",
+        hidden_norm="mtp.pre_fc_norm_hidden.weight",
+        proj="mtp.fc.weight",
+        final_norm="mtp.norm.weight",
+        layer="mtp.layers.0.",
+        rotary=prefix + "TextRotaryEmbedding",
+    )
