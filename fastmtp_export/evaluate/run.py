@@ -62,6 +62,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
         SourceError: the base's weights cannot be loaded.
     """
     from ..artifact.inspect import inspect_artifact
+    from ..checkpoints.checkpoint import language_config
     from ..heads import has_head, no_head
     from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
@@ -80,7 +81,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     if not has_head(manifest.family):
         raise EvalError(no_head(manifest.family))
     info = check_pair(base, artifact, manifest)
-    vocab = int(info.config["vocab_size"])
+    vocab = int(language_config(info.config)["vocab_size"])
     maps_info = manifest.token_maps
     langs = sorted(maps_info.languages) if maps_info else []
     modes = vocab_modes(opts.vocab, langs, union=bool(maps_info and maps_info.union))

@@ -20,6 +20,7 @@ so the output equals plain greedy decoding whatever the map.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +41,29 @@ class Target:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.device = next(model.parameters()).device
+        text = model.config.get_text_config()
+        #: linear-attention layers (Qwen3-Next, Qwen3.5): their state cannot be cropped
+        self.recurrent = "linear_attention" in (getattr(text, "layer_types", None) or ())
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        return DynamicCache()
+        return DynamicCache(config=self.model.config)
+
+    def keep(self, cache: Any, keep: int, snapshot: Any, rerun: Sequence[int], start: int) -> Any:
+        """The cache holding the first ``keep`` positions after a verify.
+
+        Attention caches are cropped. A recurrent state cannot be: the ``snapshot``
+        taken before the verify is run again over the kept tokens ``rerun`` from
+        position ``start`` instead (twice the target work on a rejection).
+        """
+        if not self.recurrent:
+            _crop(cache, keep)
+            return cache
+        if cache.get_seq_length() == keep:
+            return cache
+        self.run(rerun, start, snapshot)
+        return snapshot
 
     @torch.no_grad()
     def run(self, ids: Sequence[int], start: int, cache: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +200,9 @@ def speculate(
         gen.draft_seconds += clock() - t0
         gen.drafted += k
 
-        hidden, pred = target.run([gen.output[-1], *drafts], pos, tcache)  # [K+1, H], [K+1]
+        snapshot = copy.deepcopy(tcache) if target.recurrent else None
+        last = gen.output[-1]
+        hidden, pred = target.run([last, *drafts], pos, tcache)  # [K+1, H], [K+1]
         preds = pred.tolist()
         j = 0
         while j < k and preds[j] == drafts[j]:
@@ -192,7 +213,8 @@ def speculate(
         finish = _commit(gen.output, new, eos, max_new)
         if finish is not None:
             break
-        _crop(tcache, pos + j + 1)  # keep the last token and the accepted drafts
+        # keep the last token and the accepted drafts
+        tcache = target.keep(tcache, pos + j + 1, snapshot, [last, *drafts[:j]], pos)
 
         t0 = clock()
         outs = draft.run(hidden[: j + 1], new, pos, dcache)  # [j+1, H]

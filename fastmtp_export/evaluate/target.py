@@ -17,6 +17,7 @@ import torch
 
 from .._util.hashing import sha256_bytes
 from ..artifact.manifest import Manifest
+from ..checkpoints.checkpoint import language_config
 from ..errors import EvalError, SourceError
 from ..maps.eos import read_json
 
@@ -47,9 +48,10 @@ def check_pair(base: Path, artifact: Path, manifest: Manifest) -> BaseInfo:
     config = read_json(cfg_file)
     draft = read_json(artifact / "config.json")
     for key in ("hidden_size", "vocab_size"):
-        if config.get(key) != draft.get(key):
+        if language_config(config).get(key) != language_config(draft).get(key):
             raise EvalError(
-                f"base {key} is {config.get(key)} but the draft's is {draft.get(key)}: "
+                f"base {key} is {language_config(config).get(key)} but the draft's is "
+                f"{language_config(draft).get(key)}: "
                 f"{base} is not the model {artifact} was exported from "
                 f"({manifest.source.path}); pass that base with --base"
             )

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from ..checkpoints.checkpoint import language_config
 from .experts import fuse_experts, split_experts
-from .spec import HeadSpec, single_layer, text_config
+from .spec import HeadSpec, single_layer
 
 #: module parameter names of the four fusion pieces
 _FUSION = ("embed_norm.weight", "hidden_norm.weight", "proj.weight", "final_norm.weight")
@@ -28,7 +29,7 @@ def hf_config(config: Mapping[str, Any], spec: HeadSpec | None = None) -> Any:
     """The transformers config of the one-layer MTP model (see :func:`single_layer`)."""
     from transformers import AutoConfig
 
-    cfg = single_layer(text_config(config))
+    cfg = single_layer(language_config(dict(config)))
     if spec is not None and spec.adjust is not None:
         cfg = spec.adjust(cfg)
     for key in ("auto_map", "architectures", "quantization_config"):
@@ -36,6 +37,7 @@ def hf_config(config: Mapping[str, Any], spec: HeadSpec | None = None) -> Any:
     model_type = cfg.pop("model_type")
     out = AutoConfig.for_model(model_type, **cfg)
     out._attn_implementation = "sdpa"
+    out._experts_implementation = "eager"
     return out
 
 
@@ -103,9 +105,11 @@ class FamilyHead(nn.Module):
                 self.layer = getattr(mod, spec.prefix + "DecoderLayer")(self.config, 0)
         self.rotary = getattr(mod, spec.rotary or spec.prefix + "RotaryEmbedding")(self.config)
         self._source = set(weights)
-        self.load_state_dict(self._module_weights(weights, dtype), strict=True, assign=True)
-        if meta := [n for n, t in self.state_dict().items() if t.is_meta]:
-            raise ValueError(f"{spec.family} head: {meta[0]} was not filled from the weights")
+        given = self._module_weights(weights, dtype)
+        self._check_names(given)
+        self.load_state_dict(given, strict=True, assign=True)
+        if meta := [n for n, b in self.named_buffers() if b.is_meta]:  # non-persistent ones
+            raise ValueError(f"{spec.family} head: buffer {meta[0]} is not initialised")
         self.embed: torch.Tensor
         self.lm_head: torch.Tensor
         self.register_buffer("embed", embed.detach().to(dtype), persistent=False)  # [V, H]
@@ -130,6 +134,24 @@ class FamilyHead(nn.Module):
                 raise ValueError(f"{s.family} head: tensor {name} has no place in the MTP layer")
         out |= {"layer." + k: v for k, v in fuse_experts(layer).items()}
         return {k: v.detach().to(dtype).clone() for k, v in out.items()}
+
+    def _check_names(self, given: Mapping[str, torch.Tensor]) -> None:
+        """The draft fills every tensor of the layer and nothing else (one-line errors
+        under draft names; transformers' own message lists module names)."""
+        s, want = self.spec, set(self.state_dict())
+        names = dict(zip(_FUSION, s.fusion_names, strict=True))
+        if extra := sorted(set(given) - want):
+            name = extra[0].removeprefix("layer.")
+            raise ValueError(
+                f"{s.family} head: the draft's {s.draft_name(name)} has no place in the "
+                f"{s.prefix} MTP layer; the draft is not this family's layout"
+            )
+        if missing := sorted(want - set(given)):
+            name = names.get(missing[0]) or s.draft_name(missing[0].removeprefix("layer."))
+            raise ValueError(
+                f"{s.family} head: the draft lacks {name} ({len(missing)} tensor(s) missing); "
+                "re-export it from the full checkpoint"
+            )
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The head's tensors under their draft names and layout (experts split back)."""

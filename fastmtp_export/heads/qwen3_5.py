@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..checkpoints.checkpoint import language_config
 from . import register_head
-from .spec import HeadSpec, text_config
+from .spec import HeadSpec
 
 
 @register_head("qwen3_5")
 def qwen3_5(config: Mapping[str, Any]) -> HeadSpec:
-    moe = str(text_config(config).get("model_type", "")).startswith("qwen3_5_moe")
+    moe = str(language_config(dict(config)).get("model_type", "")).startswith("qwen3_5_moe")
     name = "qwen3_5_moe" if moe else "qwen3_5"
     prefix = "Qwen3_5Moe" if moe else "Qwen3_5"
     return HeadSpec(

@@ -20,12 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The language model's config: ``text_config`` of a multimodal wrapper, else all."""
-    text = config.get("text_config")
-    return dict(text) if isinstance(text, Mapping) else dict(config)
-
-
 def single_layer(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config of a one-layer model whose layer 0 is the MTP layer: full attention and
     the sparse MLP, as SGLang builds the draft (``num_hidden_layers = 1``, the layer

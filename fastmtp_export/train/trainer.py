@@ -37,6 +37,7 @@ import torch
 
 from .._util.atomic import atomic_write
 from .._version import __version__
+from ..checkpoints.checkpoint import language_config
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
 from .filters import DataFilter
@@ -266,7 +267,7 @@ def _run(
     started = time.perf_counter()
     dtype = pick_dtype(opts.dtype, device)
     cache = opts.epochs > 1 and cache_fits(
-        samples, int(src.ckpt.config["hidden_size"]), dtype, opts.cache_gb
+        samples, int(language_config(src.ckpt.config)["hidden_size"]), dtype, opts.cache_gb
     )
     model = src.load_target(device, dtype)
     trunk = Trunk(model, device, cache=cache)

@@ -75,6 +75,13 @@ class LongcatFlashReader(ReleaseConfigReader):
             changes.removed, dict(sorted({**changes.set, "rope_scaling": rope}.items()))
         )
 
+    def target_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        # transformers' LongCat rotary spans head_dim (default 64, the release's
+        # qk_rope_head_dim); SGLang rotates qk_rope_head_dim dims: say so explicitly
+        cfg = super().target_config(config)
+        cfg["head_dim"] = int_field(config, "qk_rope_head_dim")
+        return cfg
+
     def draft_config_problems(self, config: Mapping[str, Any]) -> list[str]:
         problems = super().draft_config_problems(config)
         if rope_dict(config) is not None:
