@@ -389,11 +389,16 @@ def _write_outputs(
     source_weights: dict[str, torch.Tensor],
     record: dict[str, Any],
 ) -> None:
-    """The head checkpoint, each file atomically; ``training.json`` last marks it done."""
+    """The head checkpoint, each file atomically; ``training.json`` last marks it done.
+
+    Tensors keep their *source* names (a DeepSeek NextN layer stays ``model.layers.L.*``),
+    so the checkpoint, with the source's config carried over, is an export source.
+    """
     from safetensors.torch import save
 
     trained = {
-        k: v.to(source_weights[k].dtype).cpu().contiguous() for k, v in head.weights().items()
+        src.plan.tensors[k].name: v.to(source_weights[k].dtype).cpu().contiguous()
+        for k, v in head.weights().items()
     }
     atomic_write(out / WEIGHTS_NAME, save(trained, metadata={"format": "pt"}))
     src.carry(out)

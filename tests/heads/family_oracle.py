@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fastmtp_export.checkpoints.oracle import HEAD_SCALE, chain_permutation
+from fastmtp_export.checkpoints.oracle import EOS, HEAD_SCALE, chain_permutation
 from fastmtp_export.checkpoints.readers import READERS
 from fastmtp_export.checkpoints.synthetic import family_tensor_shapes
 
@@ -29,11 +29,12 @@ from fastmtp_export.checkpoints.synthetic import family_tensor_shapes
 _WRITES = ("o_proj.weight", "down_proj.weight", "experts.down_proj", "out_proj.weight")
 
 
-def _float32(config: dict[str, Any]) -> dict[str, Any]:
-    cfg = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype")}
-    cfg["torch_dtype"] = "float32"
+def _oracle_config(config: dict[str, Any]) -> dict[str, Any]:
+    """float32, and the oracle's EOS (id 0, on the ``en`` cycle)."""
+    cfg = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype", "pad_token_id")}
+    cfg |= {"torch_dtype": "float32", "eos_token_id": EOS}
     if isinstance(cfg.get("text_config"), dict):
-        cfg["text_config"] = _float32(cfg["text_config"])
+        cfg["text_config"] = _oracle_config(cfg["text_config"])
     return cfg
 
 
@@ -60,13 +61,15 @@ def write_family_oracle(
     *,
     residual: float = 0.01,
     copy: bool = True,
+    draft_noise: float = 0.0,
     seed: int = 0,
 ) -> Path:
     """A ``family`` release at ``path`` whose target follows :func:`chain_permutation`
     (ids past the oracle's 256 are fixed points); ``copy=False`` gives a random MTP
-    layer instead of the copy draft (a head to train)."""
+    layer instead of the copy draft (a head to train); ``draft_noise`` blurs the copy
+    draft's projection so that only some drafts are right."""
     path.mkdir(parents=True)
-    config = _float32(config)
+    config = _oracle_config(config)
     tensors = _trunk(family, config, path, seed)
     gen = torch.Generator().manual_seed(seed)
     perm = chain_permutation(0)
@@ -94,6 +97,7 @@ def write_family_oracle(
             t = torch.zeros(shape)  # [shape]
         elif copy and name.endswith(("eh_proj.weight", "fc.weight")):
             t = torch.cat([torch.eye(h), torch.zeros(h, h)], dim=1)  # [H, 2H]: the embedding
+            t = t + draft_noise * torch.randn(t.shape, generator=gen)
         elif copy and name.endswith(_WRITES):
             t = torch.zeros(shape)  # [shape]: the block writes nothing back
         elif name.endswith("embed_tokens.weight"):
