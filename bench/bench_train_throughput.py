@@ -47,6 +47,7 @@ from bench_train import _log, smollm2_target  # noqa: E402
 
 from fastmtp_export.train import trainer as trainer_mod  # noqa: E402
 from fastmtp_export.train.data import Sample, load_chat_tokenizer, read_samples  # noqa: E402
+from fastmtp_export.train.dist import Dist  # noqa: E402
 from fastmtp_export.train.head import TrainableHead  # noqa: E402
 from fastmtp_export.train.loss import step_weights  # noqa: E402
 from fastmtp_export.train.source import Source  # noqa: E402
@@ -98,7 +99,7 @@ def train_mode(
     weights = torch.tensor(step_weights(opts.beta, opts.steps))  # [K]
     total = opts.epochs * math.ceil(len(samples) / opts.batch)
     trunk = Trunk(model, CPU, cache=opts.cache_gb > 0)
-    dist = trainer_mod._Dist(CPU)
+    dist = Dist(CPU)
     losses: list[float] = []
     start = time.perf_counter()
     for step in range(total):

@@ -104,6 +104,15 @@ def format_generated() -> str:
             *(f"| `{k}` | [{', '.join(v)}] |" for k, v in sorted(contract.tensors.items())),
             "",
         ]
+        if contract.fp8_weights:
+            lines += [
+                "A block-FP8 head kept as it is (`--dtype keep`, [FP8 heads](#fp8-heads)) "
+                "holds these in fp8, each with its `NAME_scale_inv` "
+                "[ceil(rows / block rows), ceil(cols / block cols)]: "
+                + ", ".join(f"`{t}`" for t in sorted(contract.fp8_weights))
+                + f"; {', '.join(contract.fp8_aligned)} must be whole blocks of rows.",
+                "",
+            ]
     lines.append(END)
     return "\n".join(lines)
 

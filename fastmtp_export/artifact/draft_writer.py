@@ -10,7 +10,9 @@ Layout (docs/format.md)::
 
 Bytes are streamed tensor by tensor. When the dtype is kept, tensors are copied as raw
 byte ranges (no torch import, bit-identical by construction); converting goes through
-``safetensors.safe_open`` and torch, one tensor at a time.
+torch, one tensor at a time. A block-FP8 head (DeepSeek-V3's release) is dequantized
+one row block at a time (:mod:`..checkpoints.fp8`), or, with the dtype kept, copied
+with its ``*_scale_inv`` tensors and its ``quantization_config``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Any
 from .._util.hashing import sha256_bytes
 from .._version import __version__
 from ..checkpoints.checkpoint import INDEX_NAME, ShardReader, SourceCheckpoint
-from ..checkpoints.contract import SGLANG_CHAIN_FLAGS, require_contract
-from ..checkpoints.readers import MTPReader
-from ..checkpoints.readers.base import ConfigChanges, HeadPlan
+from ..checkpoints.contract import SGLANG_CHAIN_FLAGS, fp8_problems, require_contract
+from ..checkpoints.fp8 import dequantized_chunks, scale_name
+from ..checkpoints.readers import READERS, MTPReader
+from ..checkpoints.readers.base import ConfigChanges, HeadPlan, without_keys
 from ..checkpoints.safetensors_io import (
     CODE_NAMES,
     DTYPE_CODES,
@@ -104,6 +107,67 @@ def _spec(
     return TensorSpec(draft_name, code, info.shape, _converted(reader, shard, info, code))
 
 
+def _dequantized(
+    source: SourceCheckpoint, draft_name: str, plan: HeadPlan, code: str
+) -> TensorSpec:
+    """An fp8 weight of a block-FP8 head, dequantized to ``code`` as it is written."""
+    assert plan.quant is not None
+    info, scale = plan.tensors[draft_name], plan.quant.scales[draft_name]
+    reader, block = source.reader, plan.quant.scheme.block
+
+    def chunks() -> Iterator[memoryview]:
+        scale_bytes = reader.read(source.weight_map[scale.name], scale.begin, scale.nbytes)
+        data = reader.chunks(source.weight_map[info.name], info.begin, info.nbytes)
+        yield from dequantized_chunks(info, data, scale, scale_bytes, block, code)
+
+    return TensorSpec(draft_name, code, info.shape, chunks)
+
+
+def _head_specs(plan: HeadPlan, source: SourceCheckpoint, code: str | None) -> list[TensorSpec]:
+    """Every tensor of the draft: converted to ``code``, or kept (with the fp8 scales)."""
+    quant = plan.quant
+    specs = [
+        _dequantized(source, name, plan, code)
+        if quant is not None and code is not None and name in quant.scales
+        else _spec(name, info, source.reader, source.weight_map[info.name], code)
+        for name, info in plan.tensors.items()
+    ]
+    if quant is not None and code is None:  # the fp8 weights travel with their scales
+        specs += [
+            _spec(scale_name(name), s, source.reader, source.weight_map[s.name], None)
+            for name, s in quant.scales.items()
+        ]
+    return ordered(specs)
+
+
+def _check_keep_fp8(plan: HeadPlan, source: SourceCheckpoint, draft_config: dict[str, Any]) -> None:
+    """``--dtype keep`` of a block-FP8 head: SGLang must build those layers in FP8.
+
+    Raises:
+        SourceError: the family's SGLang class is not checked with FP8 weights, or would
+            refuse or misread these (names the fix: ``--dtype bf16``).
+    """
+    assert plan.quant is not None
+    scheme, contract = plan.quant.scheme, plan.contract
+    fix = "pass --dtype bf16 to dequantize the head"
+    if not contract.fp8_weights:
+        checked = sorted(f for f, r in READERS.items() if any(c.fp8_weights for c in r.contracts()))
+        raise SourceError(
+            f"--dtype keep cannot ship the FP8 head of {source.path}: it copies block-FP8 "
+            f"heads only for the families whose SGLang class is checked with FP8 weights "
+            f"({', '.join(checked)}), not {plan.family}; {fix}"
+        )
+    problems = fp8_problems(contract, draft_config, plan.quant.scales.keys(), scheme.block)
+    if not scheme.dynamic:
+        problems.insert(0, f"activation_scheme is {scheme.config.get('activation_scheme')!r}")
+    if problems:
+        shown = problems[:3] + ([f"{len(problems) - 3} more"] if len(problems) > 3 else [])
+        raise SourceError(
+            f"--dtype keep cannot ship the FP8 head of {source.path} as SGLang's "
+            f"{contract.sglang_class} loads it ({'; '.join(shown)}); {fix}"
+        )
+
+
 def _shards(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
     groups: list[list[TensorSpec]] = [[]]
     size = 0
@@ -150,17 +214,23 @@ def write_draft(
 
     Raises:
         ContractError: the tensor set or shapes differ from SGLang's loader contract.
+        SourceError: ``dtype`` is kept for a block-FP8 head SGLang cannot load as it is.
     """
     code = DTYPE_CODES[dtype] if dtype else None
-    specs = ordered(
-        _spec(name, info, source.reader, source.weight_map[info.name], code)
-        for name, info in plan.tensors.items()
-    )
-    draft_config, changes = reader.draft_config(plan.source_config, dtype)
-    if plan.dropped:  # stale keys of the source config (a dequantized copy's)
-        changes = ConfigChanges((*plan.dropped, *changes.removed), changes.set)
+    specs = _head_specs(plan, source, code)
+    quant, config, dropped = plan.quant, plan.source_config, plan.dropped
+    if quant is not None and code is not None:  # dequantized: the FP8 config is stale
+        config, dropped = without_keys(config, (quant.scheme.key,)), (quant.scheme.key,)
+    draft_config, changes = reader.draft_config(config, dtype)
+    if dropped:  # stale keys of the source config (a dequantized copy's, or ours)
+        changes = ConfigChanges((*dropped, *changes.removed), changes.set)
+    fp8 = tuple(quant.scales) if quant is not None and code is None else ()
+    if fp8:
+        _check_keep_fp8(plan, source, draft_config)
     shapes = {s.name: s.shape for s in specs}
-    require_contract(reader.contract_for(draft_config, shapes.keys()), draft_config, shapes)
+    contract = reader.contract_for(draft_config, shapes.keys())
+    block = quant.scheme.block if quant is not None else (128, 128)
+    require_contract(contract, draft_config, shapes, fp8=fp8, block=block)
 
     groups = _shards(specs, max_shard_bytes)
     names = (

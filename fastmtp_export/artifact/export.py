@@ -98,7 +98,7 @@ def export_draft(
             f"{source} is a {reader.family} checkpoint: {reader.NO_MAPS}; "
             "export it without --token-maps / --token-map"
         )
-    plan = reader.plan(ckpt, mtp_layer)
+    plan = reader.plan(ckpt, mtp_layer, quantized=True)  # write_draft reads block FP8
     maps = collect_maps(  # validated before anything is written
         token_maps=token_maps,
         token_map=token_map,

@@ -18,6 +18,7 @@ from .._util.confine import refuse_escaping_links
 from .._util.hashing import sha256_file
 from ..checkpoints.checkpoint import INDEX_NAME, language_config
 from ..checkpoints.contract import contract_problems
+from ..checkpoints.fp8 import FP8_CODE, block_fp8
 from ..checkpoints.readers import READERS
 from ..checkpoints.safetensors_io import read_header
 from ..errors import ArtifactError, FastMTPError
@@ -170,9 +171,30 @@ def _check_tensors(report: ArtifactReport, config: dict[str, Any]) -> None:
         try:
             shapes = {k: v[1] for k, v in report.tensors.items()}
             contract = reader.contract_for(config, shapes.keys())
-            report.problems += contract_problems(contract, config, shapes)
+            fp8 = sorted(k for k, v in report.tensors.items() if v[0] == FP8_CODE)
+            scheme = block_fp8(config)
+            report.problems += _fp8_config_problems(fp8, scheme is not None)
+            block = scheme.block if scheme is not None else (128, 128)
+            report.problems += contract_problems(contract, config, shapes, fp8=fp8, block=block)
         except FastMTPError as exc:
             report.problems.append(str(exc))
+
+
+def _fp8_config_problems(fp8: list[str], block_config: bool) -> list[str]:
+    """SGLang quantizes a draft's layers by its config: fp8 tensors need a block-FP8
+    ``quantization_config`` (else they load unscaled), and such a config needs fp8
+    tensors (else bf16 weights are cast into fp8 layers whose scales nothing fills)."""
+    if fp8 and not block_config:
+        return [
+            f"{fp8[0]} is {FP8_CODE} but config.json has no block-FP8 quantization_config "
+            "(quant_method fp8, weight_block_size): SGLang would load it unscaled"
+        ]
+    if block_config and not fp8:
+        return [
+            "config.json has a block-FP8 quantization_config but no tensor is fp8: SGLang "
+            "would build fp8 layers and fill them from unquantized weights"
+        ]
+    return []
 
 
 def _check_maps(report: ArtifactReport, config: dict[str, Any]) -> None:

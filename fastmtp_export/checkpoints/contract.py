@@ -16,15 +16,21 @@ Shapes are symbolic and resolved from the draft ``config.json`` by the contract'
 
 A name template containing ``{e}`` stands for one tensor per routed expert
 (``e`` in ``range(E)``), one containing ``{layer}`` for one per exported MTP layer.
+
+A draft that keeps a block-FP8 head (:mod:`.fp8`, ``--dtype keep``) also holds a
+``NAME_scale_inv`` for each fp8 weight ``NAME``; which weights are fp8 is what the
+source has, and each must be one that SGLang's class builds as a block-FP8 linear
+layer (``fp8_weights``), with the dimensions its fused layers need whole blocks of.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ContractError
+from .fp8 import scale_shapes
 
 #: K=3 chain speculation, the FastMTP setting: 3 draft steps, top-1, 4 verified tokens.
 SGLANG_CHAIN_FLAGS: tuple[tuple[str, str], ...] = (
@@ -64,6 +70,12 @@ class DraftContract:
     #: config -> the draft's MTP layer indices, for templates with ``{layer}``
     #: (multi-layer families export every MTP layer).
     layers: Callable[[Mapping[str, Any]], range] = field(default=lambda config: range(1))
+    #: templates of the weights SGLang's class builds as block-FP8 linear layers when the
+    #: draft config has a block-FP8 ``quantization_config`` (empty: never kept in FP8).
+    fp8_weights: frozenset[str] = frozenset()
+    #: shape symbols those layers need in whole blocks of rows (fused or merged
+    #: projections and the MoE experts); SGLang refuses to build them otherwise.
+    fp8_aligned: tuple[str, ...] = ()
 
 
 def int_field(config: Mapping[str, Any], key: str, default: int | None = None) -> int:
@@ -123,16 +135,52 @@ def expected_shapes(
     return out
 
 
+def fp8_problems(
+    contract: DraftContract,
+    config: Mapping[str, Any],
+    fp8: Collection[str],
+    block: tuple[int, int],
+) -> list[str]:
+    """Why SGLang's class cannot load the weights ``fp8`` as block FP8 (empty: it can).
+
+    An fp8 weight whose layer SGLang builds unquantized would be loaded without its
+    scale, i.e. wrong, and the scale skipped without a word.
+    """
+    built = expected_shapes(
+        replace(contract, tensors={t: contract.tensors[t] for t in contract.fp8_weights}), config
+    )
+    problems = [
+        f"{n} is fp8 but SGLang's {contract.sglang_class} builds it unquantized"
+        for n in sorted(set(fp8) - built.keys())
+    ]
+    dims = contract.dims(config)
+    problems += [
+        f"{sym} = {dims[sym]} is not a multiple of the {block[0]}-row block SGLang's "
+        "fused block-FP8 layers need"
+        for sym in contract.fp8_aligned
+        if dims[sym] % block[0]
+    ]
+    return problems
+
+
 def contract_problems(
     contract: DraftContract,
     config: Mapping[str, Any],
     actual: Mapping[str, tuple[int, ...]],
+    *,
+    fp8: Collection[str] = (),
+    block: tuple[int, int] = (128, 128),
 ) -> list[str]:
     """Every way ``actual`` (name -> shape) differs from the contract, sorted.
+
+    ``fp8``: the weights kept in block FP8 (``block`` = ``weight_block_size``): each
+    needs its ``NAME_scale_inv`` too, and SGLang must build its layer in FP8.
 
     Empty means SGLang's loader will fill every MTP parameter from these tensors.
     """
     expected = expected_shapes(contract, config)
+    if fp8:
+        expected |= scale_shapes({n: expected[n] for n in fp8 if n in expected}, block)
     problems = [f"missing {k}" for k in sorted(expected.keys() - actual.keys())]
     problems += [f"unexpected {k}" for k in sorted(actual.keys() - expected.keys())]
     for name in sorted(expected.keys() & actual.keys()):
@@ -140,16 +188,19 @@ def contract_problems(
             problems.append(
                 f"{name} has shape {list(actual[name])}, config implies {list(expected[name])}"
             )
-    return problems
+    return problems + (fp8_problems(contract, config, fp8, block) if fp8 else [])
 
 
 def require_contract(
     contract: DraftContract,
     config: Mapping[str, Any],
     actual: Mapping[str, tuple[int, ...]],
+    *,
+    fp8: Collection[str] = (),
+    block: tuple[int, int] = (128, 128),
 ) -> None:
     """Raise :class:`ContractError` listing every problem, or return if there are none."""
-    problems = contract_problems(contract, config, actual)
+    problems = contract_problems(contract, config, actual, fp8=fp8, block=block)
     if problems:
         raise ContractError(
             f"draft tensors do not match what SGLang's {contract.sglang_class} loads "

@@ -4,6 +4,11 @@ Nothing can be downloaded here, so every run that needs "a MiMo checkpoint" buil
 the real tensor names and layout (sharded safetensors + index, ``model.mtp_layers.*``)
 with random values. Each tensor's values depend only on ``(seed, name)``, so a file is
 byte-identical across runs and machines, whatever the shard split.
+
+``write_synthetic(..., fp8_block=(128, 128))`` writes a family's head as a block-FP8
+release, DeepSeek-V3's format: the same values, quantized per block by
+:func:`block_quantize` (DeepSeek's ``weight_quant``, independent of the exporter's
+dequantization in :mod:`.fp8`).
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .safetensors_io import DTYPE_CODES, TensorSpec, tensor_bytes, write_safetensors
 
 if TYPE_CHECKING:
+    import torch
+
     from .contract import DraftContract
 
 #: MiMo-7B-RL's shapes (reference: fastmtp-method.md §4.1).
@@ -213,6 +221,45 @@ def family_tensor_shapes(
     return shapes, mtp
 
 
+#: weights a block-FP8 release keeps unquantized (DeepSeek-V3's; Qwen's FP8 releases list
+#: the same in ``modules_to_not_convert``): norms, routers, the MTP input fusion, the
+#: embedding and head copies
+_FP8_PLAIN = re.compile(
+    r"(norm(\.m)?|embed_tokens|shared_head\.head|lm_head|eh_proj|mtp\.fc|mlp\.gate"
+    r"|shared_expert_gate)\.weight$"
+)
+
+
+def fp8_release_weights(shapes: dict[str, tuple[int, ...]], mtp: Collection[str]) -> set[str]:
+    """The MTP weights a block-FP8 release stores in fp8: every 2-D projection."""
+    return {
+        n for n in mtp if len(shapes[n]) == 2 and n.endswith(".weight") and not _FP8_PLAIN.search(n)
+    }
+
+
+def block_quantize(w: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` [rows, cols] as block FP8: (float8_e4m3fn weight, float32 inverse scale).
+
+    DeepSeek's ``weight_quant`` (``inference/kernel.py``), block by block: the scale is
+    the block's largest magnitude / 448 (e4m3's largest finite value), the fp8 values
+    are the block divided by it.
+    """
+    import torch
+
+    rows, cols = w.shape
+    bn, bk = block
+    scale = torch.empty(-(-rows // bn), -(-cols // bk), dtype=torch.float32)
+    q = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+    for i in range(scale.shape[0]):
+        for j in range(scale.shape[1]):
+            tile = w[i * bn : (i + 1) * bn, j * bk : (j + 1) * bk].float()
+            s = tile.abs().max() / 448.0
+            s = s if s > 0 else torch.tensor(1.0)
+            scale[i, j] = s
+            q[i * bn : (i + 1) * bn, j * bk : (j + 1) * bk] = (tile / s).to(torch.float8_e4m3fn)
+    return q, scale
+
+
 def write_synthetic(
     path: Path,
     family: str,
@@ -223,12 +270,59 @@ def write_synthetic(
     seed: int = 0,
     num_shards: int = 2,
     dtype: str = "bfloat16",
+    fp8_block: tuple[int, int] | None = None,
 ) -> Path:
-    """Write a sharded checkpoint of ``family`` in its release layout into ``path``."""
+    """Write a sharded checkpoint of ``family`` in its release layout into ``path``.
+
+    ``fp8_block``: a block-FP8 release with this ``weight_block_size``: the MTP
+    projections (:func:`fp8_release_weights`) in fp8, each with its ``NAME_scale_inv``,
+    and the ``quantization_config`` DeepSeek-V3's ``config.json`` has.
+    """
     shapes, mtp = family_tensor_shapes(
         family, cfg, num_mtp_layers=num_mtp_layers, contract=contract
     )
-    return write_sharded(path, cfg, shapes, mtp, seed=seed, num_shards=num_shards, dtype=dtype)
+    fp8: set[str] = set()
+    if fp8_block is not None:
+        fp8 = fp8_release_weights(shapes, mtp)
+        cfg = {
+            **cfg,
+            "quantization_config": {
+                "activation_scheme": "dynamic",
+                "fmt": "e4m3",
+                "quant_method": "fp8",
+                "weight_block_size": list(fp8_block),
+            },
+        }
+    return write_sharded(
+        path, cfg, shapes, mtp, seed=seed, num_shards=num_shards, dtype=dtype,
+        fp8=fp8, fp8_block=fp8_block or (128, 128),
+    )  # fmt: skip
+
+
+def _fp8_specs(
+    name: str, shape: tuple[int, ...], seed: int, dtype: str, block: tuple[int, int]
+) -> tuple[TensorSpec, TensorSpec]:
+    """The fp8 weight and its ``_scale_inv``: the values :func:`_values` gives ``name``
+    in ``dtype``, block-quantized."""
+    import torch
+
+    @functools.cache
+    def quantized() -> tuple[torch.Tensor, torch.Tensor]:
+        raw = bytearray(b"".join(bytes(c) for c in _values(name, shape, seed, dtype)))
+        w = torch.frombuffer(raw, dtype=getattr(torch, dtype)).view(shape)
+        return block_quantize(w, block)
+
+    def weight() -> Iterator[memoryview]:
+        yield tensor_bytes(quantized()[0])
+
+    def scale() -> Iterator[memoryview]:
+        yield tensor_bytes(quantized()[1])
+
+    rows, cols = shape
+    grid = (-(-rows // block[0]), -(-cols // block[1]))
+    return TensorSpec(name, "F8_E4M3", shape, weight), TensorSpec(
+        name + "_scale_inv", "F32", grid, scale
+    )
 
 
 def write_sharded(
@@ -240,18 +334,27 @@ def write_sharded(
     seed: int = 0,
     num_shards: int = 2,
     dtype: str = "bfloat16",
+    fp8: Collection[str] = (),
+    fp8_block: tuple[int, int] = (128, 128),
 ) -> Path:
     """Write ``shapes`` as a sharded checkpoint (``config.json``, shards, index).
 
     The ``mtp`` tensors are spread round-robin over the shards so that readers must
-    really work shard by shard; the other tensors are split by size.
+    really work shard by shard; the other tensors are split by size. The ``fp8`` ones
+    are block-quantized, each followed by its scale (an MTP tensor too).
     """
     path.mkdir(parents=True, exist_ok=True)
     code = DTYPE_CODES[dtype]
-    specs = {
-        name: TensorSpec(name, code, shape, functools.partial(_values, name, shape, seed, dtype))
-        for name, shape in shapes.items()
-    }
+    specs: dict[str, TensorSpec] = {}
+    mtp = set(mtp)
+    for name, shape in shapes.items():
+        if name in fp8:
+            weight, scale = _fp8_specs(name, shape, seed, dtype, fp8_block)
+            specs[name], specs[scale.name] = weight, scale
+            mtp.add(scale.name)
+        else:
+            values = functools.partial(_values, name, shape, seed, dtype)
+            specs[name] = TensorSpec(name, code, shape, values)
     groups: list[list[TensorSpec]] = [[] for _ in range(num_shards)]
     others = [s for n, s in specs.items() if n not in mtp]
     per_shard = sum(s.nbytes for s in others) / num_shards

@@ -20,6 +20,7 @@ EXAMPLES = """Examples:
 \b
   fastmtp-export export ./MiMo-7B-RL --out ./mimo-fastmtp-draft
   fastmtp-export export ./FastMTP --out ./draft --dtype bf16 --overwrite --json
+  fastmtp-export export deepseek-ai/DeepSeek-V3 --out ./draft --dtype bf16   # FP8 -> bf16
   fastmtp-export export ./MiMo-7B-RL --out ./draft --token-maps ./maps --default-lang en
   fastmtp-export export XiaomiMiMo/MiMo-7B-RL --out ./draft          # reads 0.42 of 15.7 GB
   fastmtp-export export Qwen/Qwen3-Next-80B-A3B-Instruct@main --out ./draft --json
@@ -90,7 +91,14 @@ def export(
             metavar="FILE",
         ),
     ] = None,
-    dtype: Annotated[DType, typer.Option(help="Weight dtype of the draft.")] = DType.keep,
+    dtype: Annotated[
+        DType,
+        typer.Option(
+            help="Weight dtype of the draft: keep copies the source's (an FP8 head, as "
+            "DeepSeek-V3 ships it, with its block scales and quantization_config); "
+            "bf16/fp16/fp32 convert, dequantizing an FP8 head."
+        ),
+    ] = DType.keep,
     max_shard_size: Annotated[
         str, typer.Option(help="Split weights into shards of at most this size (5GB, 500MiB).")
     ] = "5GB",

@@ -14,10 +14,11 @@ def families(json_out: JsonOpt = False) -> None:
     """List the MTP checkpoint families export reads.
 
     For each: the config architectures that select it, the SGLang 0.5.23 class that
-    loads its draft, and whether SGLang can serve it with per-language token maps.
+    loads its draft, whether SGLang can serve it with per-language token maps, and
+    whether ``eval`` and ``train`` run its head.
     """
     from ..checkpoints.readers import READERS
-    from ..heads import has_head
+    from ..heads.registry import has_head
 
     rows: list[dict[str, Any]] = [
         {
@@ -39,7 +40,8 @@ def families(json_out: JsonOpt = False) -> None:
     cls_width = max(len(r["sglang_class"]) for r in rows)
     for r in rows:
         maps = "per-language maps" if r["token_maps"] else "full vocabulary only"
+        runs = "eval, train" if r["eval_and_train"] else "export only"
         typer.echo(
             f"{r['family']:<{width}}  {r['sglang_class']:<{cls_width}}  {maps:<20}  "
-            f"{', '.join(r['architectures'])}"
+            f"{runs:<11}  {', '.join(r['architectures'])}"
         )

@@ -312,8 +312,8 @@ def reference_head(
     ``lm_head``)."""
     if family == "mimo":
         return MiMoMTPReference(weights, config, embed, lm_head, dtype)
-    from ..heads import HEADS
     from ..heads.module import FamilyHead
+    from ..heads.registry import HEADS
 
     return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, dtype).eval()
 

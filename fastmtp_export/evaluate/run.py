@@ -63,7 +63,7 @@ def prepare(artifact: Path, base: Path, prompts_file: Path, opts: EvalOptions) -
     """
     from ..artifact.inspect import inspect_artifact
     from ..checkpoints.checkpoint import language_config
-    from ..heads import has_head, no_head
+    from ..heads.registry import has_head, no_head
     from ..maps.eos import model_eos_ids
     from ..maps.lang import SCRIPT_LANGUAGES, LanguageDetector
     from ..maps.tokenizer import load_auto_tokenizer

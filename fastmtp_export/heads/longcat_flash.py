@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import register_head
+from .registry import register_head
 from .spec import HeadSpec
 
 _L = "model.mtp.layers.0."

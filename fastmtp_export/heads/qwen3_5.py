@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoints.checkpoint import language_config
-from . import register_head
+from .registry import register_head
 from .spec import HeadSpec
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import register_head
+from .registry import register_head
 from .spec import HeadSpec
 
 

@@ -119,6 +119,7 @@ def load_auto_tokenizer(path: Path, *, fix: str) -> Any:
         TokenizerError: transformers is not installed, or ``path`` has no usable tokenizer.
     """
     try:
+        import transformers
         from transformers import AutoTokenizer
     except ImportError:
         raise TokenizerError(
@@ -129,8 +130,14 @@ def load_auto_tokenizer(path: Path, *, fix: str) -> Any:
         raise TokenizerError(
             f"no usable tokenizer in {path} (none of {', '.join(VOCAB_FILES)}); {fix}"
         )
+    # transformers warns, with a traceback, that a custom model type (``mimo``) has no
+    # config class while it looks for the tokenizer's: noise, since the tokenizer loads
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise TokenizerError(f"no usable tokenizer in {path} ({reason}); {fix}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)

@@ -120,6 +120,6 @@ def trainable_head(
     ``weights`` interface)."""
     if family == "mimo":
         return TrainableHead(weights, config, embed, lm_head)
-    from ..heads import HEADS
+    from ..heads.registry import HEADS
 
     return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, torch.float32)

@@ -14,7 +14,7 @@ from ..checkpoints.checkpoint import SourceCheckpoint
 from ..checkpoints.readers import resolve_reader
 from ..checkpoints.readers.base import HeadPlan
 from ..errors import TrainError
-from ..heads import has_head, no_head
+from ..heads.registry import has_head, no_head
 
 #: files a head checkpoint copies byte for byte, so ``eval --base SOURCE`` matches it
 #: (config sha256) and ``train`` / ``token-map build`` find the tokenizer next to it

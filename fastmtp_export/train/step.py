@@ -19,21 +19,15 @@ on the micro-batch, whose make-up depends only on the step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from .data import Sample
+from .dist import Dist
 from .head import Head
 from .kd import KDConfig
 from .loss import losses, target_counts
-
-
-class _Dist(Protocol):
-    world: int
-    rank: int
-
-    def sum_(self, t: torch.Tensor) -> None: ...
 
 
 def micro_batches(
@@ -103,7 +97,7 @@ def train_step(
     head: Head,
     weights: torch.Tensor,
     kd: KDConfig | None,
-    dist: _Dist,
+    dist: Dist,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Accumulate the gradients of this rank's sequences ``mine`` into ``head``, summed

@@ -40,6 +40,7 @@ from .._version import __version__
 from ..checkpoints.checkpoint import language_config
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
+from .dist import Dist
 from .filters import DataFilter
 from .head import Head, trainable_head
 from .kd import DIRECTIONS, REVERSE, KDConfig
@@ -133,32 +134,6 @@ class TrainResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-class _Dist:
-    """This process's place in a ``torchrun`` job (or a job of one)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    def sum_(self, t: torch.Tensor) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t)
-
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-            dist.destroy_process_group()
-
-
 def _device(opts: TrainOptions) -> torch.device:
     from ..evaluate.target import pick_device
 
@@ -233,7 +208,7 @@ def train(
         "source": src.ckpt.config_sha256,
     }
     device = _device(opts)
-    dist = _Dist(device)
+    dist = Dist(device)
     try:
         return _run(
             src, samples, stats, out, opts, identity, dist, device, resume, overwrite, show_progress
@@ -249,7 +224,7 @@ def _run(
     out: Path,
     opts: TrainOptions,
     identity: dict[str, Any],
-    dist: _Dist,
+    dist: Dist,
     device: torch.device,
     resume: bool,
     overwrite: bool,
@@ -325,7 +300,7 @@ def _step(
     opt: torch.optim.Optimizer,
     weights: torch.Tensor,
     kd: KDConfig | None,
-    dist: _Dist,
+    dist: Dist,
     device: torch.device,
 ) -> tuple[list[float], list[float] | None]:
     """One optimizer step; returns the batch's mean loss (and KL) per step position."""
@@ -361,7 +336,7 @@ def _record(
     src: Source,
     stats: DataStats,
     opts: TrainOptions,
-    dist: _Dist,
+    dist: Dist,
     history: list[dict[str, Any]],
     start: int,
     total: int,

@@ -202,6 +202,18 @@ DEEPSEEK_V3 = {
     "vocab_size": V,
 }
 
+#: DeepSeek-V3 at sizes SGLang's block-FP8 layers build (the release's are whole 128-row
+#: blocks where they fuse rows: q_lora_rank 1536, moe_intermediate_size 2048), with a
+#: hidden size that is not (192 = 1.5 blocks) so that partial blocks are exported too.
+#: ``write_synthetic(..., fp8_block=FP8_BLOCK)`` makes it the FP8 release.
+DEEPSEEK_V3_FP8 = {
+    **DEEPSEEK_V3,
+    "hidden_size": 192,
+    "moe_intermediate_size": 128,
+    "q_lora_rank": 128,
+}
+FP8_BLOCK = (128, 128)
+
 
 def glm4_moe(*, qk_norm: bool) -> dict[str, Any]:
     """GLM-4.5/4.6 (``use_qk_norm``) or GLM-4.5-Air (no q/k norms)."""

@@ -161,13 +161,15 @@ def test_families_lists_every_reader_and_what_sglang_serves(runner: CliRunner) -
     assert rows["mimo"]["token_maps"]
     assert rows["mimo"]["eval_and_train"]
     assert rows["deepseek_v3"]["token_maps"]
-    assert not rows["deepseek_v3"]["eval_and_train"]
+    # every family served with maps has a reference head; the multi-layer ones do not
+    assert all(row["eval_and_train"] == row["token_maps"] for row in rows.values())
     assert not rows["mimo_v2"]["token_maps"]
     assert rows["mimo_v2"]["multi_layer_eagle"]
     assert "multi-layer EAGLE" in rows["step3p5"]["no_maps_reason"]
     text = runner.invoke(app, ["families"]).stdout
     assert "qwen3_5" in text
     assert "full vocabulary only" in text
+    assert "eval, train" in text
 
 
 def test_demo_without_the_eval_extra_fails_before_any_work(tmp_path: Path) -> None:

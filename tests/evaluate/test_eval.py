@@ -34,7 +34,7 @@ from fastmtp_export.checkpoints.oracle import (
     write_target,
 )
 from fastmtp_export.cli import app
-from fastmtp_export.evaluate.reference import MiMoMTPReference, artifact_head
+from fastmtp_export.evaluate.reference import DraftHead, artifact_head
 from fastmtp_export.evaluate.speculate import Draft, Target, greedy, speculate
 from fastmtp_export.evaluate.target import check_pair, load_target_model
 from fastmtp_export.maps.eos import read_json
@@ -83,7 +83,7 @@ def noisy(tmp_path_factory: pytest.TempPathFactory, oracle: Pair) -> Pair:
     return Pair(target, export_cli(target, root / "draft"), oracle.tokenizer)
 
 
-def _decoder(pair: Pair) -> tuple[Target, MiMoMTPReference]:
+def _decoder(pair: Pair) -> tuple[Target, DraftHead]:
     manifest = mf.load(pair.draft)
     info = check_pair(pair.target, pair.draft, manifest)
     model = load_target_model(

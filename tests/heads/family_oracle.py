@@ -78,8 +78,8 @@ def write_family_oracle(
     perm += list(range(len(perm), v))
     embed = torch.randn(v, h, generator=gen)  # [V, H]
     head = torch.zeros(v, h)  # [V, H]: row perm[t] is token t's direction
-    for t in range(v):
-        head[perm[t]] = embed[t] / embed[t].norm() * HEAD_SCALE
+    for tok in range(v):
+        head[perm[tok]] = embed[tok] / embed[tok].norm() * HEAD_SCALE
     # Gemma-style norms (Qwen3-Next / 3.5) scale by 1 + w: their identity is w = 0
     gemma = family in ("qwen3_next", "qwen3_5")
     for name, t in tensors.items():

@@ -31,7 +31,7 @@ from fastmtp_export.cli import app
 from fastmtp_export.evaluate.reference import artifact_head
 from fastmtp_export.evaluate.speculate import Draft, Target, greedy, speculate
 from fastmtp_export.evaluate.target import check_pair, load_target_model
-from fastmtp_export.heads import HEADS
+from fastmtp_export.heads.registry import HEADS
 from fastmtp_export.maps.token_map import save_token_map
 
 from ..checkpoints.families import CASES, QWEN3_NEXT, FamilyCase

@@ -16,8 +16,8 @@ import torch
 from fastmtp_export.artifact.export import export_draft
 from fastmtp_export.checkpoints.synthetic import write_synthetic
 from fastmtp_export.evaluate.reference import load_artifact_weights
-from fastmtp_export.heads import HEADS, has_head
 from fastmtp_export.heads.module import FamilyHead
+from fastmtp_export.heads.registry import HEADS, has_head
 from fastmtp_export.maps.eos import read_json
 
 from ..checkpoints.families import CASES, FamilyCase
@@ -42,9 +42,11 @@ def _draft(root: Path, case: FamilyCase) -> Path:
     return export_draft(src, root / "draft", progress=False).out
 
 
-def _head(draft: Path, case: FamilyCase, **spec_changes: object) -> FamilyHead:
+def _head(draft: Path, case: FamilyCase, *, hidden_first: bool = False) -> FamilyHead:
     config = read_json(draft / "config.json")
-    spec = dataclasses.replace(HEADS[case.family](config), **spec_changes)
+    spec = HEADS[case.family](config)
+    if hidden_first:
+        spec = dataclasses.replace(spec, hidden_first=True)
     gen = torch.Generator().manual_seed(1)
     embed = torch.randn(256, 64, generator=gen)  # [V, H]
     lm_head = torch.randn(256, 64, generator=gen)  # [V, H]

@@ -23,8 +23,14 @@ from fastmtp_export.checkpoints.checkpoint import SourceCheckpoint
 from fastmtp_export.checkpoints.hub_source import _bounded_metadata_retry
 from fastmtp_export.checkpoints.hub_transfer import RANGE_RETRIES
 from fastmtp_export.checkpoints.readers import resolve_reader
-from fastmtp_export.checkpoints.synthetic import TINY, mimo_config, write_synthetic_mimo
+from fastmtp_export.checkpoints.synthetic import (
+    TINY,
+    mimo_config,
+    write_synthetic,
+    write_synthetic_mimo,
+)
 
+from ..checkpoints.families import DEEPSEEK_V3_FP8, FP8_BLOCK
 from ..conftest import export_cli, nothing_written, tree_digest
 from .fake_hub import GOOD_TOKEN, FakeHub
 
@@ -372,3 +378,23 @@ def test_huggingface_hubs_own_metadata_retry_is_bounded_too() -> None:
         inside = file_download._ETAG_RETRY_TIMEOUT
     assert inside == 0.5
     assert file_download._ETAG_RETRY_TIMEOUT is before
+
+
+def test_an_fp8_release_exports_over_http_as_it_does_locally(hub: FakeHub, tmp_path: Path) -> None:
+    """DeepSeek-V3 as released (block FP8): the scales come by byte range too, and the
+    dequantization streams the ranged weight bytes."""
+    release = write_synthetic(
+        tmp_path / "fp8", "deepseek_v3", DEEPSEEK_V3_FP8, fp8_block=FP8_BLOCK, num_shards=3
+    )
+    hub.add_model("deepseek/tiny-fp8", _files(release))
+    for dtype in ("bf16", "keep"):
+        out = tmp_path / f"hub-{dtype}"
+        r = _export(
+            hub.url, tmp_path / "hf", "deepseek/tiny-fp8", "--out", str(out), "--dtype", dtype
+        )
+        assert r.returncode == 0, r.stderr
+        local = export_cli(release, tmp_path / f"local-{dtype}", "--dtype", dtype)
+        skip = ("fastmtp.json", "README.md")
+        assert {k: v for k, v in tree_digest(out).items() if k not in skip} == {
+            k: v for k, v in tree_digest(local).items() if k not in skip
+        }

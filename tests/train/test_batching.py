@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fastmtp_export.train.data import Sample, load_chat_tokenizer, read_samples
+from fastmtp_export.train.dist import Dist
 from fastmtp_export.train.head import TrainableHead
 from fastmtp_export.train.kd import KDConfig
 from fastmtp_export.train.loss import losses
@@ -24,15 +25,6 @@ from .test_train import FAST
 source, data = test_train.source, test_train.data
 
 CPU = torch.device("cpu")
-
-
-class _One:
-    """A job of one process."""
-
-    world, rank = 1, 0
-
-    def sum_(self, t: torch.Tensor) -> None:
-        pass
 
 
 def test_micro_batches_bound_padded_tokens() -> None:
@@ -129,7 +121,7 @@ def test_a_batched_step_equals_one_sequence_at_a_time(
     results = []
     for budget in (0, 3 * 72, 10_000):
         trunk = Trunk(model, CPU, cache=cache)
-        ce, _ = train_step(mine, samples, 3, budget, trunk, head, weights, None, _One(), CPU)
+        ce, _ = train_step(mine, samples, 3, budget, trunk, head, weights, None, Dist(CPU), CPU)
         results.append((ce, _grads(head)))
     for ce, grads in results[1:]:
         torch.testing.assert_close(ce, results[0][0], rtol=1e-5, atol=1e-5)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from fastmtp_export.cli import app
 from fastmtp_export.errors import TrainError
 from fastmtp_export.train.data import Sample, load_chat_tokenizer, read_samples
+from fastmtp_export.train.dist import Dist
 from fastmtp_export.train.head import TrainableHead
 from fastmtp_export.train.kd import FORWARD, REVERSE, KDConfig, kl_sum
 from fastmtp_export.train.loss import losses
@@ -195,19 +196,13 @@ def test_the_kl_term_trains_only_the_head(source: Path, data: Path) -> None:
     )  # fmt: skip
     samples, _ = read_samples([data], load_chat_tokenizer(source), max_length=48)
 
-    class _One:
-        world, rank = 1, 0
-
-        def sum_(self, t: torch.Tensor) -> None:
-            pass
-
     weights = torch.tensor([0.5, 0.3, 0.2])  # [K]
     kd = KDConfig(1.0, 64)
     for p in head.parameters():
         p.grad = None
     train_step(
         [0, 1, 2], samples, 3, 4096, Trunk(model, torch.device("cpu"), cache=False),
-        head, weights, kd, _One(), torch.device("cpu"),
+        head, weights, kd, Dist(torch.device("cpu")), torch.device("cpu"),
     )  # fmt: skip
     assert all(p.grad is None for p in model.parameters())
     assert not any(p.requires_grad for p in model.parameters())

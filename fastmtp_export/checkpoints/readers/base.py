@@ -24,17 +24,10 @@ from typing import Any, ClassVar
 from ...errors import ContractError, ShapeMismatchError, SourceError
 from ..checkpoint import SourceCheckpoint
 from ..contract import DraftContract, contract_problems, expected_shapes
+from ..quantization import QuantizedHead, judge_quantization, quantization_keys
 from ..safetensors_io import TensorInfo
 
 log = logging.getLogger(__name__)
-
-#: safetensors dtype codes of an unquantized head: export copies or converts these
-PLAIN_DTYPES = frozenset({"BF16", "F16", "F32", "F64"})
-#: name endings of quantized layouts' extra tensors (block scales, packed GPTQ/AWQ weights)
-QUANT_SUFFIXES = (
-    "weight_scale_inv", "weight_scale", "input_scale", ".qweight", ".qzeros", ".scales",
-    ".g_idx",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +52,9 @@ class HeadPlan:
     source_config: Mapping[str, Any]
     #: stale source config keys the draft config leaves out (``text_config.`` for nested)
     dropped: tuple[str, ...] = ()
+    #: a block-FP8 head's format and scales (``tensors`` then holds fp8 weights);
+    #: ``None`` for a plain head
+    quant: QuantizedHead | None = None
 
 
 class MTPReader(ABC):
@@ -177,11 +173,18 @@ class MTPReader(ABC):
         """
         return without_keys(config, ("auto_map", *quantization_keys(config)))
 
-    def plan(self, ckpt: SourceCheckpoint, layer: int | None) -> HeadPlan:
+    def plan(
+        self, ckpt: SourceCheckpoint, layer: int | None, *, quantized: bool = False
+    ) -> HeadPlan:
         """Select and check the MTP tensors of one layer.
 
+        ``quantized``: the caller reads block-FP8 heads (``plan.quant``: the exporter
+        dequantizes or copies them); other callers get plain heads only.
+
         Raises:
-            SourceError: no MTP tensors, or the requested layer does not exist.
+            SourceError: no MTP tensors, or the requested layer does not exist; a
+                quantized head :func:`~..quantization.judge_quantization` refuses, or
+                any quantized head unless ``quantized``.
             ContractError: the layer lacks tensors SGLang needs, or has extra ones.
             ShapeMismatchError: a tensor's shape disagrees with ``config.json``.
         """
@@ -210,7 +213,13 @@ class MTPReader(ABC):
                 if dst := self.draft_name(src, ckpt.config, at):
                     names[dst] = src
         infos = {dst: ckpt.tensor(src) for dst, src in sorted(names.items())}
-        dropped = check_quantization(ckpt, infos)  # before the contract: scales are extra
+        infos, quant, dropped = judge_quantization(ckpt, infos)  # the scales are not weights
+        if quant is not None and not quantized:
+            raise SourceError(
+                f"source {ckpt.path} is quantized (quant_method=fp8; MTP tensors in F8_E4M3); "
+                "this command reads bf16/fp16/fp32 heads: pass the bf16 release (DeepSeek's "
+                "fp8_cast_bf16.py makes one)"
+            )
         shapes = {dst: info.shape for dst, info in infos.items()}
         contract = self.contract_for(ckpt.config, shapes.keys())
         problems = contract_problems(contract, ckpt.config, shapes)
@@ -235,18 +244,7 @@ class MTPReader(ABC):
                 "intermediate_size); config.json and weights are from different models"
             )
         config = without_keys(ckpt.config, dropped)
-        return HeadPlan(self.family, contract, layer, layers, infos, config, dropped)
-
-
-def quantization_keys(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``quantization_config`` entries of ``config`` (top level, or a VL ``text_config``)."""
-    found: dict[str, Any] = {}
-    if "quantization_config" in config:
-        found["quantization_config"] = config["quantization_config"]
-    text = config.get("text_config")
-    if isinstance(text, Mapping) and "quantization_config" in text:
-        found["text_config.quantization_config"] = text["quantization_config"]
-    return found
+        return HeadPlan(self.family, contract, layer, layers, infos, config, dropped, quant)
 
 
 def without_keys(config: Mapping[str, Any], keys: Collection[str]) -> dict[str, Any]:
@@ -260,41 +258,6 @@ def without_keys(config: Mapping[str, Any], keys: Collection[str]) -> dict[str, 
         else:
             cfg.pop(key, None)
     return cfg
-
-
-def check_quantization(ckpt: SourceCheckpoint, infos: Mapping[str, TensorInfo]) -> tuple[str, ...]:
-    """Judge quantization by the MTP tensors themselves, not by ``config.json`` alone.
-
-    A quantized head (fp8/int blocks plus scales) is refused: SGLang reads it only with
-    the same ``quantization_config``, and ``--dtype`` cannot dequantize it. An
-    unquantized head under a ``quantization_config`` (a bf16 copy made with DeepSeek's
-    ``fp8_cast_bf16.py`` keeps the release config) exports; the key is stale, so it is
-    named in a warning and returned for the draft config to leave out.
-
-    Raises:
-        SourceError: an MTP tensor has a quantized dtype or is a quantization scale.
-    """
-    keys = quantization_keys(ckpt.config)
-    first = next(iter(keys.values()), None)
-    method = first.get("quant_method", "?") if isinstance(first, Mapping) else "?"
-    codes = sorted({i.dtype for i in infos.values()} - PLAIN_DTYPES)
-    scales = sorted(n for n in infos if n.endswith(QUANT_SUFFIXES))
-    if codes or scales:
-        why = f"MTP tensors in {', '.join(codes)}" if codes else f"scale tensor {scales[0]}"
-        how = f"quantization_config.quant_method={method}; " if keys else ""
-        raise SourceError(
-            f"source {ckpt.path} is quantized ({how}{why}); export copies bf16/fp16/fp32 "
-            "heads only: pass the unquantized (bf16) release or dequantize it first"
-        )
-    if keys:
-        plain = ", ".join(sorted({i.dtype for i in infos.values()}))
-        log.warning(
-            "%s in %s/config.json says quant_method=%s, but the MTP tensors are %s: a stale "
-            "key (a dequantized copy keeps the release config); exporting the head as it "
-            "is, and the draft config leaves the key out",
-            " and ".join(keys), ckpt.path, method, plain,
-        )  # fmt: skip
-    return tuple(keys)
 
 
 class ReleaseConfigReader(MTPReader):

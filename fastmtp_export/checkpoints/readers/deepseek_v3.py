@@ -3,9 +3,15 @@
 SGLang 0.5.23 serves it with ``DeepseekV3ForCausalLMNextN``
 (``sglang/srt/models/deepseek_nextn.py``): multi-head latent attention with a low-rank
 query, and a mixture of experts (per expert, a shared expert, a sigmoid router with a
-score-correction bias), whatever ``first_k_dense_replace`` says. The official release is
-FP8, which export refuses (judged by the tensors): pass a bf16 copy, whose stale
-``quantization_config`` the draft config leaves out.
+score-correction bias), whatever ``first_k_dense_replace`` says.
+
+The official release is block FP8 (:mod:`..fp8`): every attention and expert projection
+of the NextN layer is ``float8_e4m3fn`` with a ``weight_scale_inv`` per 128x128 block,
+while ``eh_proj``, the router ``gate``, its bias and the norms are bf16. ``--dtype bf16``
+dequantizes it; ``--dtype keep`` copies the fp8 weights and their scales and keeps the
+``quantization_config``, which makes SGLang build exactly those projections
+(:data:`DEEPSEEK_FP8_WEIGHTS`) as block-FP8 layers. A bf16 copy (DeepSeek's
+``fp8_cast_bf16.py``) exports as it is; its stale ``quantization_config`` is left out.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ def deepseek_dims(config: Mapping[str, Any]) -> dict[str, int]:
     return moe_dims(config) | mla_dims(config)
 
 
+_ATTENTION = mla_attention(_L)
+_MOE = per_expert_moe(_L + "mlp.", "shared_experts.", correction_bias=True)
+#: what ``DeepseekV2DecoderLayer`` builds with the quantization config: every projection
+#: of the attention and of the experts (not the norms, the router gate or its bias; the
+#: NextN ``eh_proj`` is a plain ``nn.Linear``)
+DEEPSEEK_FP8_WEIGHTS = frozenset(
+    t
+    for t in {**_ATTENTION, **_MOE}
+    if not t.endswith(("norm.weight", "mlp.gate.weight", "e_score_correction_bias"))
+)
+
 DEEPSEEK_V3_CONTRACT = DraftContract(
     family="deepseek_v3",
     architecture="DeepseekV3ForCausalLMNextN",
@@ -34,11 +51,15 @@ DEEPSEEK_V3_CONTRACT = DraftContract(
         **nextn_fusion(_L),
         _L + "shared_head.norm.weight": ("H",),
         **layer_norms(_L),
-        **mla_attention(_L),
-        **per_expert_moe(_L + "mlp.", "shared_experts.", correction_bias=True),
+        **_ATTENTION,
+        **_MOE,
     },
     dims=deepseek_dims,
     legend=f"{NEXTN_LEGEND}, {MLA_LEGEND}.",
+    fp8_weights=DEEPSEEK_FP8_WEIGHTS,
+    # the experts' gate/up rows (fused per expert), the shared experts' merged gate/up,
+    # and q_a_proj, whose scale rows are concatenated with kv_a_proj_with_mqa's
+    fp8_aligned=("MI", "SI", "QL"),
 )
 
 
