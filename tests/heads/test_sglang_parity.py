@@ -75,11 +75,13 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"drafts": drafts, "inputs": inputs, "sglang": sglang}
 
 
-def _ours(draft: Path, case: FamilyCase, inputs: dict[str, torch.Tensor], **wiring: bool) -> Any:
+def _ours(
+    draft: Path, case: FamilyCase, inputs: dict[str, torch.Tensor], *, miswired: bool = False
+) -> Any:
     config = read_json(draft / "config.json")
     weights = load_artifact_weights(draft)
-    if wiring:
-        spec = dataclasses.replace(HEADS[case.family](config), **wiring)
+    if miswired:
+        spec = dataclasses.replace(HEADS[case.family](config), hidden_first=True)
         head: Any = FamilyHead(
             spec, weights, config, inputs["embed"], inputs["lm_head"], torch.float32
         )
@@ -108,7 +110,7 @@ def test_reference_head_equals_sglangs_draft_class(
 )
 def test_a_miswired_head_fails_the_comparison(case: FamilyCase, parity: dict[str, Any]) -> None:
     """MiMo's ``[hidden, embed]`` order on a NextN family: the check must see it."""
-    logits, _ = _ours(parity["drafts"][case.id], case, parity["inputs"], hidden_first=True)
+    logits, _ = _ours(parity["drafts"][case.id], case, parity["inputs"], miswired=True)
     sg_logits = parity["sglang"][case.id][0]
     assert not torch.allclose(logits, sg_logits, atol=ATOL * 100, rtol=RTOL * 100)
 
