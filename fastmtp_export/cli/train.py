@@ -21,6 +21,8 @@ EXAMPLES = """Examples:
   fastmtp-export train ./MiMo-7B-RL --data distilled.jsonl --out ./mimo-head
   fastmtp-export train ./MiMo-7B-RL --data en.jsonl --data zh.jsonl --out ./head --epochs 3
   torchrun --nproc-per-node 8 -m fastmtp_export train ./MiMo-7B-RL --data d.jsonl --out ./head
+  torchrun --nproc-per-node 8 -m fastmtp_export train ./DeepSeek-V3 --data d.jsonl --out h \
+      --shard-head on
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --resume
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --kd-weight 1 --kd-top-n 10000
   fastmtp-export export ./mimo-head --out ./draft --token-maps ./maps
@@ -115,6 +117,13 @@ def train(
             help="Leave out answers whose share of repeated 4-grams exceeds this (loops); 1: off."
         ),
     ] = 1.0,
+    shard_head: Annotated[
+        str,
+        typer.Option(
+            help="Shard the head's parameters, gradients and AdamW state over the torchrun "
+            "ranks with PyTorch FSDP2: auto (when they do not fit half a device), on, off."
+        ),
+    ] = "auto",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the stopped run in --out.")
     ] = False,
@@ -158,7 +167,7 @@ def train(
         max_length=max_length, seed=seed, save_every=save_every, device=device, dtype=dtype,
         mtp_layer=mtp_layer, kd_weight=kd_weight, kd_top_n=kd_top_n, kd_direction=kd_direction,
         micro_batch_tokens=micro_batch_tokens, cache_gb=cache_gb, drop_cut=drop_cut,
-        max_repeat=max_repeat,
+        max_repeat=max_repeat, shard_head=shard_head,
     )  # fmt: skip
     result = run(
         source, data, out, opts, resume=resume, overwrite=overwrite,

@@ -153,17 +153,15 @@ class FamilyHead(nn.Module):
                 "re-export it from the full checkpoint"
             )
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The head's tensors under their draft names and layout (experts split back)."""
+    def weights(self, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The head's tensors under their draft names and layout (experts split back), from
+        the module or from a full ``state`` dict of it (a sharded head's, gathered)."""
         s = self.spec
         names = dict(zip(_FUSION, s.fusion_names, strict=True))
-        layer = {
-            k.removeprefix("layer."): v
-            for k, v in self.state_dict().items()
-            if k.startswith("layer.")
-        }
+        state = self.state_dict() if state is None else state
+        layer = {k.removeprefix("layer."): v for k, v in state.items() if k.startswith("layer.")}
         like = {sub for n in self._source if (sub := s.layer_name(n)) is not None}
-        out = {names[k]: v for k, v in self.state_dict().items() if k in names}
+        out = {names[k]: v for k, v in state.items() if k in names}
         out |= {s.draft_name(k): v for k, v in split_experts(layer, like).items()}
         return {k: v.detach() for k, v in out.items()}
 

@@ -17,6 +17,8 @@ class Dist:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        #: the head is FSDP2-sharded (:mod:`.shard`): FSDP reduces its gradients
+        self.sharded = False
         if self.world > 1:
             import torch.distributed as dist
 
@@ -28,6 +30,16 @@ class Dist:
             import torch.distributed as dist
 
             dist.all_reduce(t)
+
+    def max_(self, n: int) -> int:
+        """The largest ``n`` over all ranks."""
+        if self.world == 1:
+            return n
+        import torch.distributed as dist
+
+        t = torch.tensor([n], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
     def close(self) -> None:
         if self.world > 1:

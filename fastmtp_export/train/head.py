@@ -50,9 +50,15 @@ class TrainableHead(nn.Module):
         self.register_buffer("lm_head", lm_head.detach().float(), persistent=False)  # [V, H]
         self.dims = MTPDims.from_config(config)
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The layer's tensors under their checkpoint names (``model.mtp_layers.0.*``)."""
-        return {PREFIX + k.replace("__", "."): p.detach() for k, p in self.params.items()}
+    def weights(self, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The layer's tensors under their checkpoint names (``model.mtp_layers.0.*``), from
+        the module or from a full ``state`` dict of it (a sharded head's, gathered)."""
+        state = self.state_dict() if state is None else state
+        return {
+            PREFIX + k.removeprefix("params.").replace("__", "."): v.detach()
+            for k, v in state.items()
+            if k.startswith("params.")
+        }
 
     def _w(self, name: str) -> torch.Tensor:
         return self.params[_key(name)]

@@ -122,8 +122,12 @@ def restore(
     opt: torch.optim.Optimizer,
     sched: Any,
     total: int,
+    *,
+    sharded: bool = False,
 ) -> int:
     """Load a :func:`load_state` result into the run's objects; returns the step reached.
+
+    A ``sharded`` head (:mod:`.shard`) takes the same full state; each rank keeps its shard.
 
     Everything is checked against the live objects before any of them changes: a
     tensor of another shape, a group key of another type or a step past the run's end
@@ -155,8 +159,13 @@ def restore(
     if state["schedule"]["last_epoch"] != step:
         at = state["schedule"]["last_epoch"]
         raise _refuse(path, f"the schedule is at step {at}, the state at {step}")
-    head.load_state_dict(got)
-    opt.load_state_dict(state["optimizer"])
+    if sharded:
+        from .shard import load_full
+
+        load_full(head, opt, got, state["optimizer"])
+    else:
+        head.load_state_dict(got)
+        opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["schedule"])
     return step
 

@@ -103,6 +103,10 @@ def train_step(
     """Accumulate the gradients of this rank's sequences ``mine`` into ``head``, summed
     over ranks; step k's loss is weights[k] * (CE_k + kd.weight * KL_k) / targets_k.
 
+    A sharded head (``dist.sharded``) has its gradients averaged by FSDP: the loss is
+    scaled by the world size, and every rank runs as many micro-batches as the busiest
+    (empty ones: no targets, zero gradient), since FSDP's collectives pair up call for call.
+
     Returns the batch's mean cross-entropy per step [K] and mean KL per step [K] (None
     without ``kd``), over all ranks' targets.
     """
@@ -114,8 +118,17 @@ def train_step(
     denom = counts.clamp(min=1).float()  # [K]
     sums = torch.zeros(steps, device=device)  # [K]
     kls = torch.zeros(steps, device=device)  # [K]
-    for group in micro_batches(mine, lengths, micro_batch_tokens):
-        if len(group) == 1:
+    groups: list[list[int] | None] = list(micro_batches(mine, lengths, micro_batch_tokens))
+    scale = 1.0
+    if dist.sharded:
+        scale = float(dist.world)
+        groups += [None] * (dist.max_(len(groups)) - len(groups))
+    for group in groups:
+        if group is None:  # an empty micro-batch: K+2 pad tokens, none a target
+            ids = torch.zeros(steps + 2, dtype=torch.int64, device=device)  # [T]
+            mask = torch.zeros(steps + 2, dtype=torch.bool, device=device)  # [T]
+            hidden = head.lm_head.new_zeros(steps + 2, head.lm_head.shape[1])  # [T, H]
+        elif len(group) == 1:
             ids = torch.tensor(samples[group[0]].ids, device=device)  # [T]
             mask = torch.tensor(samples[group[0]].mask, device=device)  # [T] bool
             hidden = trunk.one(group[0], ids)  # [T, H], final-normed
@@ -129,15 +142,16 @@ def train_step(
             hidden = trunk.batch(group, ids, [lengths[i] for i in group])  # [B, T, H]
         per_step, kl = losses(head, hidden, ids, mask, steps, kd)  # [K], [K] or None
         if kl is None:
-            ((weights * per_step) / denom).sum().backward()
+            ((weights * per_step) / denom).sum().mul(scale).backward()
         else:
             assert kd is not None
-            ((weights * (per_step + kd.weight * kl)) / denom).sum().backward()
+            ((weights * (per_step + kd.weight * kl)) / denom).sum().mul(scale).backward()
             kls += kl.detach()
         sums += per_step.detach()
     for p in head.parameters():
         assert p.grad is not None
-        dist.sum_(p.grad)
+        if not dist.sharded:
+            dist.sum_(p.grad)
     dist.sum_(sums)
     if kd is not None:
         dist.sum_(kls)

@@ -46,6 +46,7 @@ from .head import Head, trainable_head
 from .kd import DIRECTIONS, REVERSE, KDConfig
 from .loss import step_weights
 from .progress import Reporter
+from .shard import MODES, full_state, shard, should_shard
 from .source import Source, check_out, clear_out
 from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, restore, save_state
 from .step import Trunk, cache_fits, train_step
@@ -77,6 +78,7 @@ class TrainOptions:
     cache_gb: float = 4.0  #: host memory for the trunk's states across epochs; 0 = recompute
     drop_cut: bool = False  #: leave out answers cut at the length limit
     max_repeat: float = 1.0  #: leave out answers with a larger repeated-4-gram share; 1 = off
+    shard_head: str = "auto"  #: FSDP2 over the torchrun ranks: auto (when it cannot fit), on, off
 
     def data_filter(self) -> DataFilter:
         """The filters applied while reading --data."""
@@ -117,6 +119,7 @@ class TrainOptions:
                 not (math.isfinite(self.max_repeat) and 0 <= self.max_repeat <= 1),
                 "--max-repeat must be in [0, 1] (1: off)",
             ),
+            (self.shard_head not in MODES, f"--shard-head must be one of {', '.join(MODES)}"),
         ]
         for bad, message in problems:
             if bad:
@@ -200,7 +203,7 @@ def train(
             {
                 k: v
                 for k, v in dataclasses.asdict(opts).items()
-                if k not in ("save_every", "device")
+                if k not in ("save_every", "device", "shard_head")  # states resume across
             },
             sort_keys=True,
         ),
@@ -233,6 +236,9 @@ def _run(
     from ..evaluate.target import pick_dtype
 
     writer = dist.rank == 0
+    source_weights = src.head_weights()
+    params = sum(t.numel() for t in source_weights.values())
+    dist.sharded = should_shard(opts.shard_head, params, device, dist.world)
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
@@ -246,7 +252,6 @@ def _run(
     )
     model = src.load_target(device, dtype)
     trunk = Trunk(model, device, cache=cache)
-    source_weights = src.head_weights()
     head = trainable_head(
         src.plan.family,
         source_weights,
@@ -254,21 +259,25 @@ def _run(
         model.get_input_embeddings().weight,
         model.get_output_embeddings().weight,
     ).to(device)
-    params = [p for p in head.parameters()]
-    opt = torch.optim.AdamW(params, lr=opts.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if dist.sharded:
+        shard(head, device, dist.world)
+    opt = torch.optim.AdamW(
+        list(head.parameters()), lr=opts.lr, betas=(0.9, 0.95), weight_decay=0.0
+    )
     total = opts.epochs * math.ceil(len(samples) / opts.batch)
     sched = _schedule(opt, total, opts.warmup)
     start = 0
     if state is not None:
-        start = restore(out, state, head, opt, sched, total)
+        start = restore(out, state, head, opt, sched, total, sharded=dist.sharded)
         log.info("resuming at optimizer step %d of %d", start, total)
     weights = torch.tensor(step_weights(opts.beta, opts.steps), device=device)  # [K]
     log.info(
         "training %s's MTP layer: %d sequences, %d target tokens, K=%d, weights %s, "
-        "%d steps of %d, %d process(es), KL weight %g, trunk states %s",
+        "%d steps of %d, %d process(es)%s, KL weight %g, trunk states %s",
         src.ckpt.path, len(samples), stats.target_tokens, opts.steps,
         "/".join(f"{w:.2f}" for w in weights.tolist()), total, opts.batch, dist.world,
-        opts.kd_weight, "cached" if cache else "recomputed each epoch",
+        " (head sharded)" if dist.sharded else "", opts.kd_weight,
+        "cached" if cache else "recomputed each epoch",
     )  # fmt: skip
     history: list[dict[str, Any]] = list(state["history"]) if state is not None else []
     reporter = Reporter(total, start, opts.steps, enabled=show_progress if writer else False)
@@ -283,11 +292,14 @@ def _run(
                 entry["kl"] = [round(x, 5) for x in kl]
             history.append(entry)
             reporter.update(losses, sched.get_last_lr()[0])
-            if writer and (step + 1) % opts.save_every == 0 and step + 1 < total:
-                save_state(out, _state(step + 1, head, opt, sched, identity, history))
+            if (step + 1) % opts.save_every == 0 and step + 1 < total:
+                saved = _state(step + 1, head, opt, sched, identity, history, dist)
+                if writer:
+                    save_state(out, saved)
     record = _record(src, stats, opts, dist, history, start, total, time.perf_counter() - started)
+    trained = full_state(head, opt)[0] if dist.sharded else head.state_dict()  # collective
     if writer:
-        _write_outputs(out, src, head, source_weights, record)
+        _write_outputs(out, src, head.weights(trained), source_weights, record)
     return TrainResult(out, total, start, time.perf_counter() - started, record)
 
 
@@ -321,11 +333,14 @@ def _state(
     sched: Any,
     identity: dict[str, Any],
     history: list[Any],
+    dist: Dist,
 ) -> dict[str, Any]:
+    """What ``--resume`` restores; full tensors (gathered from every rank when sharded)."""
+    model, optim = full_state(head, opt) if dist.sharded else (head.state_dict(), opt.state_dict())
     return {
         "step": step,
-        "head": head.state_dict(),
-        "optimizer": opt.state_dict(),
+        "head": model,
+        "optimizer": optim,
         "schedule": sched.state_dict(),
         "identity": identity,
         "history": history,
@@ -360,7 +375,7 @@ def _record(
 def _write_outputs(
     out: Path,
     src: Source,
-    head: Head,
+    weights: dict[str, torch.Tensor],
     source_weights: dict[str, torch.Tensor],
     record: dict[str, Any],
 ) -> None:
@@ -373,7 +388,7 @@ def _write_outputs(
 
     trained = {
         src.plan.tensors[k].name: v.to(source_weights[k].dtype).cpu().contiguous()
-        for k, v in head.weights().items()
+        for k, v in weights.items()
     }
     atomic_write(out / WEIGHTS_NAME, save(trained, metadata={"format": "pt"}))
     src.carry(out)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from fastmtp_export.cli import app
 from fastmtp_export.errors import TrainError
 from fastmtp_export.train import trainer as trainer_mod
+from fastmtp_export.train.dist import Dist
 from fastmtp_export.train.state import STATE_NAME, load_state, restore, save_state
 
 from ..conftest import assert_one_line_error
@@ -56,7 +57,8 @@ def _saved(out: Path, steps: int = 2) -> dict[str, Any]:
         sched.step()
         opt.zero_grad()
         history.append({"step": step + 1, "loss": [0.5, 0.25, 0.125]})
-    state = trainer_mod._state(steps, head, opt, sched, dict(IDENTITY), history)  # type: ignore[arg-type]
+    cpu = Dist(torch.device("cpu"))
+    state = trainer_mod._state(steps, head, opt, sched, dict(IDENTITY), history, cpu)  # type: ignore[arg-type]
     save_state(out, state)
     return state
 
