@@ -258,9 +258,11 @@ def _run(
         src.ckpt.config,
         model.get_input_embeddings().weight,
         model.get_output_embeddings().weight,
-    ).to(device)
-    if dist.sharded:
+    )
+    if dist.sharded:  # built in host memory: fully_shard moves each rank's shard to device
         shard(head, device, dist.world)
+    else:
+        head.to(device)
     opt = torch.optim.AdamW(
         list(head.parameters()), lr=opts.lr, betas=(0.9, 0.95), weight_decay=0.0
     )
