@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -300,6 +300,29 @@ def atomic_write(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             mode = 0o666 & ~current_umask()
         tmp.chmod(mode)
+        tmp.replace(path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_via(path: Path, write: Callable[[Path], None]) -> None:
+    """Replace ``path`` with the file ``write(tmp)`` creates at a temporary path beside it,
+    all at once: a crash leaves the old file or the new one. For writers that take a
+    path (safetensors' ``save_file``), so a large file is never held in memory as bytes.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.chmod(0o666 & ~current_umask())
         tmp.replace(path)
         _fsync_dir(path.parent)
     except BaseException:

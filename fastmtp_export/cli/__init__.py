@@ -22,6 +22,8 @@ from .families import families
 from .inspect import inspect
 from .push import EXAMPLES as PUSH_EXAMPLES
 from .push import push
+from .record_hidden import EXAMPLES as RECORD_HIDDEN_EXAMPLES
+from .record_hidden import record_hidden
 from .token_map import app as token_map_app
 from .train import EXAMPLES as TRAIN_EXAMPLES
 from .train import train
@@ -59,6 +61,7 @@ def _root(
 
 
 app.command(epilog=DISTILL_EXAMPLES)(distill)
+app.command(epilog=RECORD_HIDDEN_EXAMPLES)(record_hidden)
 app.command(epilog=TRAIN_EXAMPLES)(train)
 app.command(epilog=EXPORT_EXAMPLES)(export)
 app.command()(inspect)

@@ -117,6 +117,13 @@ def train(
             help="Leave out answers whose share of repeated 4-grams exceeds this (loops); 1: off."
         ),
     ] = 1.0,
+    hidden: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trunk states recorded by `record-hidden` from the serving engine: the trunk is "
+            "not loaded (only the embedding, lm_head and the head)."
+        ),
+    ] = None,
     shard_head: Annotated[
         str,
         typer.Option(
@@ -167,7 +174,7 @@ def train(
         max_length=max_length, seed=seed, save_every=save_every, device=device, dtype=dtype,
         mtp_layer=mtp_layer, kd_weight=kd_weight, kd_top_n=kd_top_n, kd_direction=kd_direction,
         micro_batch_tokens=micro_batch_tokens, cache_gb=cache_gb, drop_cut=drop_cut,
-        max_repeat=max_repeat, shard_head=shard_head,
+        max_repeat=max_repeat, shard_head=shard_head, hidden=hidden,
     )  # fmt: skip
     result = run(
         source, data, out, opts, resume=resume, overwrite=overwrite,

@@ -1,279 +1,287 @@
-"""Recorded trunk states on disk: ``manifest.json`` and ``hidden-NNNNN.safetensors`` shards.
+"""``train --hidden DIR``: the trunk's states read from a recording, checked before training.
 
-``record-hidden`` (:mod:`.record_hidden`) writes a directory of this format from a
-serving engine; ``train --hidden`` reads it (:mod:`.hidden_reader`) instead of running
-the trunk. Shard ``k`` holds the training samples ``k*S .. (k+1)*S - 1`` (``S`` the
-manifest's ``shard_records``, sample indices in the order ``train`` reads the data),
-each sample ``i`` as two tensors:
-
-- ``"{i}.ids"``: int64 [T], the token ids the states belong to;
-- ``"{i}.hidden"``: [T, H] in the manifest's ``dtype``, the trunk's final-normed last
-  hidden state at every position (what every family's MTP layer consumes).
-
-A shard is written whole to a temporary file, flushed and renamed; only then is it
-added to the manifest (itself replaced atomically). The manifest therefore lists
-complete shards only, with each one's size and sha256, and a killed recorder loses at
-most the shards it was still filling.
+:func:`open_recorded` refuses, in one line naming cause and fix, a recording that
+cannot stand in for the trunk on this run's samples: states of another model or
+tokenizer, a damaged shard, a sample recorded with other ids, a sample not recorded
+yet. :class:`RecordedTrunk` then serves the states with :class:`.step.Trunk`'s
+interface, reading each sequence lazily from its shard.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._util.atomic import atomic_write
-from .._util.hashing import sha256_bytes, sha256_file
-from ..checkpoints.checkpoint import language_config
+from .._util.hashing import sha256_file
 from ..errors import TrainError
+from .data import Sample
 from .filters import DataFilter
+from .hidden_format import (
+    DTYPES,
+    RECORD_HINT,
+    SourceIdentity,
+    data_identity,
+    read_manifest,
+    sample_options,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "fastmtp-hidden-states"
-VERSION = 1
-MANIFEST_NAME = "manifest.json"
-SEMANTICS = "final-normed last hidden state"
-TOKENIZER_FILE = "tokenizer.json"
-SHARD_PREFIX = "hidden-"
-SHARD_SUFFIX = ".safetensors"
-#: dtypes a recording may hold (the serving engine's: float32, bfloat16, float16)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-RECORD_HINT = "fastmtp-export record-hidden SOURCE --data ... --server URL --out DIR"
+#: shards kept open at once (each an mmap of its file)
+OPEN_SHARDS = 8
 
 
-@dataclass(frozen=True)
-class SourceIdentity:
-    """What ties recorded states to one model and tokenizer."""
+class RecordedTrunk:
+    """Recorded final-normed hidden states with :class:`.step.Trunk`'s interface.
 
-    path: str
-    config_sha256: str
-    hidden_size: int
-    vocab_size: int
-    tokenizer_sha256: str | None  #: of ``tokenizer.json``; None when the model has none
+    ``one(index, ids)`` -> [T, H] and ``batch(indices, ids, lengths)`` -> [B, T, H]
+    (right-padded, pad rows zeros), on ``device`` in ``dtype``; each call reads only
+    the sequences it returns.
+    """
 
-    @classmethod
-    def of(cls, source: Path) -> SourceIdentity:
-        """Read ``source/config.json`` and hash it and ``source/tokenizer.json``.
+    def __init__(
+        self,
+        directory: Path,
+        where: dict[int, str],
+        hidden_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.directory, self.where, self.hidden_size = directory, where, hidden_size
+        self.device, self.dtype = device, dtype
+        self._open: OrderedDict[str, Any] = OrderedDict()
 
-        Raises:
-            TrainError: no readable ``config.json``, or one without ``hidden_size``.
-        """
+    def _shard(self, name: str) -> Any:
+        from safetensors import safe_open
+
+        fh = self._open.pop(name, None)
+        if fh is None:
+            fh = safe_open(str(self.directory / name), framework="pt")
+            if len(self._open) >= OPEN_SHARDS:
+                self._open.popitem(last=False)
+        self._open[name] = fh
+        return fh
+
+    def read(self, index: int) -> torch.Tensor:
+        """The recorded states of sample ``index``, [T, H] as stored (on the CPU)."""
         try:
-            raw = (source / "config.json").read_bytes()
-            config = json.loads(raw)
-            lang = language_config(config)
-            hidden, vocab = int(lang["hidden_size"]), int(lang.get("vocab_size", 0))
-        except OSError as exc:
+            name = self.where[index]
+        except KeyError:
             raise TrainError(
-                f"cannot read {source / 'config.json'} ({exc.strerror}); SOURCE must be the "
-                "local model directory"
+                f"{self.directory} holds no states for sample {index}; resume the recording "
+                f"({RECORD_HINT})"
             ) from None
-        except (ValueError, KeyError, TypeError, AttributeError):
+        hidden: torch.Tensor = self._shard(name).get_tensor(f"{index}.hidden")
+        return hidden
+
+    def one(self, index: int, ids: torch.Tensor) -> torch.Tensor:
+        """States of one sequence, ids [T] -> [T, H]."""
+        hidden = self.read(index)  # [T, H]
+        if hidden.shape[0] != ids.shape[-1]:
             raise TrainError(
-                f"{source / 'config.json'} is not a model config with hidden_size; pass the "
-                "model directory as SOURCE"
-            ) from None
-        tok = source / TOKENIZER_FILE
-        return cls(
-            str(source),
-            sha256_bytes(raw),
-            hidden,
-            vocab,
-            sha256_file(tok) if tok.is_file() else None,
-        )
+                f"sample {index} has {ids.shape[-1]} tokens but {self.directory} recorded "
+                f"{hidden.shape[0]}; the recording is of other data, record it again"
+            )
+        return hidden.to(device=self.device, dtype=self.dtype)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "config_sha256": self.config_sha256,
-            "hidden_size": self.hidden_size,
-            "vocab_size": self.vocab_size,
-            "tokenizer_sha256": self.tokenizer_sha256,
-        }
+    def batch(self, indices: list[int], ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """States of right-padded sequences, ids [B, T] -> [B, T, H]; pad rows are zeros."""
+        out = torch.zeros(
+            (*ids.shape, self.hidden_size), dtype=self.dtype, device=self.device
+        )  # [B, T, H]
+        for b, (i, n) in enumerate(zip(indices, lengths, strict=True)):
+            out[b, :n] = self.one(i, ids[b, :n])
+        return out
 
 
-def data_identity(files: Sequence[Path]) -> list[dict[str, str]]:
-    """Each data file's path and sha256, in the order given."""
-    return [{"path": str(f), "sha256": sha256_file(f)} for f in files]
+def open_recorded(
+    hidden_dir: Path,
+    source_dir: Path,
+    samples: Sequence[Sample],
+    data_files: Sequence[Path],
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    max_length: int | None = None,
+    keep: DataFilter | None = None,
+    verify: bool = True,
+) -> RecordedTrunk:
+    """The recording in ``hidden_dir``, checked against this run before any training.
 
-
-def sample_options(max_length: int, keep: DataFilter | None) -> dict[str, Any]:
-    """The options that decide which samples ``read_samples`` keeps and how they are cut."""
-    keep = keep or DataFilter()
-    return {
-        "max_length": max_length,
-        "drop_cut": keep.drop_cut,
-        "max_repeat": keep.max_repeat,
-        "ngram": keep.ngram,
-    }
-
-
-def shard_name(k: int) -> str:
-    return f"{SHARD_PREFIX}{k:05d}{SHARD_SUFFIX}"
-
-
-def shard_count(samples: int, per_shard: int) -> int:
-    return -(-samples // per_shard)
-
-
-def shard_range(k: int, per_shard: int, samples: int) -> range:
-    """Sample indices of shard ``k``."""
-    return range(k * per_shard, min((k + 1) * per_shard, samples))
-
-
-def new_manifest(
-    source: SourceIdentity,
-    data: list[dict[str, str]],
-    options: dict[str, Any],
-    samples: int,
-    dtype: str,
-    shard_records: int,
-    server: dict[str, Any],
-) -> dict[str, Any]:
-    """A manifest for a recording that has no complete shard yet."""
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "semantics": SEMANTICS,
-        "source": source.as_json(),
-        "data": {"files": data, "options": options, "samples": samples},
-        "dtype": dtype,
-        "shard_records": shard_records,
-        "server": server,
-        "shards": [],
-    }
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of ``directory``, its structure checked.
+    Args:
+        hidden_dir: a ``record-hidden --out`` directory.
+        source_dir: the model being trained (its ``config.json`` and ``tokenizer.json``).
+        samples: this run's samples, in training order (``read_samples``).
+        data_files: the ``--data`` files they were read from (named in messages).
+        device, dtype: where and in which dtype the states are returned [CPU, as
+            recorded].
+        max_length, keep: the options the samples were read with (named in messages).
+        verify: hash every shard (sha256) as well as checking its size and header.
 
     Raises:
-        TrainError: no manifest, or one this version cannot read.
+        TrainError: one line naming the cause and the fix: no or invalid manifest, states
+            of another model or tokenizer, a truncated or corrupted shard, a shard whose
+            hidden size is not the model's, a sample with other ids than recorded, a
+            sample with no record.
     """
-    path = directory / MANIFEST_NAME
-    if not directory.is_dir():
+    doc = read_manifest(hidden_dir)
+    ident = SourceIdentity.of(source_dir)
+    _check_source(hidden_dir, doc["source"], ident, source_dir)
+    where = _check_shards(hidden_dir, doc, ident.hidden_size, verify)
+    _check_samples(hidden_dir, doc, where, samples, data_files, max_length, keep)
+    stored = DTYPES[doc["dtype"]]
+    log.info(
+        "trunk states from %s: %d of its %d recorded sequences, %s, %s",
+        hidden_dir, len(samples), len(where), doc["dtype"], doc["semantics"],
+    )  # fmt: skip
+    return RecordedTrunk(
+        hidden_dir, where, ident.hidden_size, device or torch.device("cpu"), dtype or stored
+    )
+
+
+def _check_source(
+    hidden_dir: Path, recorded: dict[str, Any], ident: SourceIdentity, source_dir: Path
+) -> None:
+    fix = (
+        f"record them from {source_dir}'s server into a new directory, or pass the model "
+        "they came from"
+    )
+    if recorded["hidden_size"] != ident.hidden_size:
         raise TrainError(
-            f"--hidden {directory} is not a directory; record the states first ({RECORD_HINT})"
+            f"{hidden_dir} holds states of another model (hidden size {recorded['hidden_size']}, "
+            f"{source_dir}'s is {ident.hidden_size}; recorded from {recorded.get('path')}); {fix}"
         )
-    if not path.is_file():
+    if recorded["config_sha256"] != ident.config_sha256:
         raise TrainError(
-            f"--hidden {directory} has no {MANIFEST_NAME}; it is not a recording of hidden "
-            f"states, record them first ({RECORD_HINT})"
+            f"{hidden_dir} holds states of another model (config.json sha256 "
+            f"{recorded['config_sha256'][:12]}, {source_dir}'s is {ident.config_sha256[:12]}; "
+            f"recorded from {recorded.get('path')}); {fix}"
         )
-    bad = f"{path} is not a valid hidden-state manifest"
-    try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"{bad} ({exc}); record the states again ({RECORD_HINT})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise TrainError(f"{bad} (format is not {FORMAT!r}); pass a record-hidden --out directory")
-    if doc.get("version") != VERSION:
+    if recorded.get("tokenizer_sha256") != ident.tokenizer_sha256:
         raise TrainError(
-            f"{path} is format version {doc.get('version')!r}, this fastmtp-export reads "
-            f"{VERSION}; record the states again with this version"
+            f"{hidden_dir} was recorded with another tokenizer (tokenizer.json sha256 "
+            f"{str(recorded.get('tokenizer_sha256'))[:12]}, {source_dir}'s is "
+            f"{str(ident.tokenizer_sha256)[:12]}); record the states again with {source_dir}'s "
+            "tokenizer"
         )
-    try:
-        _check_structure(doc)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainError(f"{bad} ({exc or type(exc).__name__}); record the states again") from None
-    return doc
 
 
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"bad {what}")
+def _check_shards(
+    hidden_dir: Path, doc: dict[str, Any], hidden_size: int, verify: bool
+) -> dict[int, str]:
+    """Sample index -> shard file, after checking every listed shard is whole."""
+    from safetensors import SafetensorError, safe_open
 
-
-def _check_structure(doc: dict[str, Any]) -> None:
-    src, data = doc["source"], doc["data"]
-    _require(isinstance(src["config_sha256"], str), "source.config_sha256")
-    _require(isinstance(src["hidden_size"], int), "source.hidden_size")
-    _require(isinstance(data["samples"], int), "data.samples")
-    _require(isinstance(data["files"], list), "data.files")
-    _require(doc["dtype"] in DTYPES, f"dtype {doc['dtype']!r}")
-    per = doc["shard_records"]
-    _require(isinstance(per, int) and per > 0, "shard_records")
-    _require(doc["semantics"] == SEMANTICS, f"semantics {doc['semantics']!r}")
+    where: dict[int, str] = {}
     for entry in doc["shards"]:
         name = entry["file"]
-        _require(isinstance(name, str) and name == Path(name).name, f"shard file {name!r}")
-        _require(all(isinstance(i, int) for i in entry["records"]), "shard records")
-        _require(isinstance(entry["bytes"], int), "shard bytes")
-        _require(isinstance(entry["sha256"], str), "shard sha256")
-
-
-def write_manifest(directory: Path, doc: dict[str, Any]) -> None:
-    """Replace ``directory/manifest.json`` atomically (shards listed in index order)."""
-    doc["shards"] = sorted(doc["shards"], key=lambda e: e["file"])
-    atomic_write(directory / MANIFEST_NAME, (json.dumps(doc, indent=1) + "\n").encode())
-
-
-def write_shard(
-    directory: Path, k: int, records: Mapping[int, tuple[torch.Tensor, torch.Tensor]]
-) -> dict[str, Any]:
-    """Write shard ``k`` (sample index -> (ids [T], hidden [T, H])) atomically.
-
-    Returns its manifest entry: file, record indices, byte size and sha256.
-    """
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    for i in sorted(records):
-        ids, hidden = records[i]
-        tensors[f"{i}.ids"] = ids.to(torch.int64).contiguous()  # [T]
-        tensors[f"{i}.hidden"] = hidden.contiguous()  # [T, H]
-    name = shard_name(k)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "semantics": SEMANTICS})
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        entry = {
-            "file": name,
-            "records": sorted(records),
-            "bytes": tmp.stat().st_size,
-            "sha256": sha256_file(tmp),
-        }
-        tmp.chmod(0o644)
-        tmp.replace(directory / name)
-        dir_fd = os.open(directory, os.O_RDONLY)
+        path = hidden_dir / name
+        fix = f"delete {path} and re-run the same record-hidden command to record it again"
+        size = path.stat().st_size if path.is_file() else None
+        if size is None:
+            raise TrainError(
+                f"{hidden_dir}: shard {name} is missing; re-run the same record-hidden command "
+                "to record it again"
+            )
+        if size != entry["bytes"]:
+            raise TrainError(
+                f"{hidden_dir}: shard {name} is truncated or corrupted ({size:,} bytes, the "
+                f"manifest says {entry['bytes']:,}); {fix}"
+            )
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return entry
+            with safe_open(str(path), framework="pt") as fh:
+                names = set(fh.keys())
+                shapes = {n: fh.get_slice(n).get_shape() for n in names if n.endswith(".hidden")}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise TrainError(
+                f"{hidden_dir}: shard {name} has an unreadable header ({exc}); {fix}"
+            ) from None
+        for i in entry["records"]:
+            shape = shapes.get(f"{i}.hidden")
+            if shape is None or f"{i}.ids" not in names:
+                raise TrainError(
+                    f"{hidden_dir}: shard {name} lacks sample {i}, which the manifest lists; {fix}"
+                )
+            if len(shape) != 2 or shape[1] != hidden_size:
+                raise TrainError(
+                    f"{hidden_dir}: shard {name} holds states of shape {list(shape)} for sample "
+                    f"{i}, the model's hidden size is {hidden_size}; record the states again "
+                    "from the model being trained"
+                )
+            where[i] = name
+        if verify and sha256_file(path) != entry["sha256"]:
+            raise TrainError(
+                f"{hidden_dir}: shard {name} is corrupted (its sha256 differs from the "
+                f"manifest's); {fix}"
+            )
+    return where
 
 
-def remove_partial(directory: Path) -> int:
-    """Delete the temporary files a killed recorder left in ``directory``; how many."""
-    n = 0
-    for p in directory.glob(f".{SHARD_PREFIX}*"):
-        p.unlink(missing_ok=True)
-        n += 1
-    for p in directory.glob(f".{MANIFEST_NAME}.*"):
-        p.unlink(missing_ok=True)
-        n += 1
-    return n
+def _check_samples(
+    hidden_dir: Path,
+    doc: dict[str, Any],
+    where: dict[int, str],
+    samples: Sequence[Sample],
+    data_files: Sequence[Path],
+    max_length: int | None,
+    keep: DataFilter | None,
+) -> None:
+    """Every sample has a record with exactly its ids."""
+    from safetensors import safe_open
+
+    by_shard: dict[str, list[int]] = {}
+    missing = [i for i in range(len(samples)) if i not in where]
+    for i in range(len(samples)):
+        if i in where:
+            by_shard.setdefault(where[i], []).append(i)
+    for name, indices in sorted(by_shard.items()):
+        with safe_open(str(hidden_dir / name), framework="pt") as fh:
+            for i in indices:
+                ids = fh.get_tensor(f"{i}.ids")  # [T]
+                if ids.tolist() != list(samples[i].ids):
+                    why = _data_differs(doc, data_files, max_length, keep)
+                    raise TrainError(
+                        f"sample {i} has other token ids than {hidden_dir} recorded for it "
+                        f"({len(samples[i].ids)} tokens now, {ids.numel()} recorded): {why}; "
+                        "pass the data and options it was recorded with, or record the states "
+                        "again"
+                    )
+    if missing:
+        total = doc["data"]["samples"]
+        raise TrainError(
+            f"{hidden_dir} holds no states for {len(missing)} of the {len(samples)} samples "
+            f"(first: sample {missing[0]}; {len(where)} of {total} recorded): the recording is "
+            f"incomplete; resume it by re-running the same record-hidden command ({RECORD_HINT})"
+        )
+    if len(where) > len(samples):
+        extra = len(where) - len(samples)
+        log.info("%s holds %d more recorded sequences than this run uses", hidden_dir, extra)
 
 
-def is_recording_file(name: str) -> bool:
-    """Whether ``name`` is a file a recorder writes (so a directory holding only these
-    may be resumed even without its manifest)."""
-    return (
-        name == MANIFEST_NAME
-        or (name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX))
-        or name.startswith((f".{SHARD_PREFIX}", f".{MANIFEST_NAME}."))
-    )
+def _data_differs(
+    doc: dict[str, Any],
+    data_files: Sequence[Path],
+    max_length: int | None,
+    keep: DataFilter | None,
+) -> str:
+    """Which of the data, the options and the tokenization differ from the recording's."""
+    recorded = doc["data"]
+    now = [f["sha256"] for f in data_identity(data_files)]
+    if now != [f.get("sha256") for f in recorded["files"]]:
+        paths = ", ".join(str(f.get("path")) for f in recorded["files"])
+        return f"--data differs from the recorded data ({paths})"
+    if max_length is not None:
+        opts = sample_options(max_length, keep)
+        diff = [
+            f"{k} {opts[k]} (recorded: {recorded['options'].get(k)})"
+            for k in opts
+            if recorded["options"].get(k) != opts[k]
+        ]
+        if diff:
+            return "the data options differ: " + ", ".join(diff)
+    return "the tokenization differs (another tokenizer or chat template)"

@@ -60,6 +60,32 @@ class Source:
                     out[dst] = fh.get_tensor(src)
         return out
 
+    def embed_and_head(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target's embedding and ``lm_head`` [V, H], read alone from the checkpoint (no
+        trunk): what the head shares when the trunk's states were recorded elsewhere. A
+        checkpoint without ``lm_head.weight`` ties it to the embedding.
+
+        Raises:
+            TrainError: the checkpoint lacks the embedding.
+        """
+        from safetensors import safe_open
+
+        from ..checkpoints.readers import READERS
+
+        names = {"embed": READERS[self.plan.family].TRUNK_EMBED, "head": "lm_head.weight"}
+        if names["embed"] not in self.ckpt.weight_map:
+            raise TrainError(
+                f"{self.ckpt.path} lacks {names['embed']}: training from recorded states still "
+                "reads the target's embedding and lm_head; pass the full checkpoint"
+            )
+        if names["head"] not in self.ckpt.weight_map:
+            names["head"] = names["embed"]  # tied embeddings
+        out = {}
+        for role, name in names.items():
+            with safe_open(str(self.ckpt.path / self.ckpt.weight_map[name]), framework="pt") as fh:
+                out[role] = fh.get_tensor(name).to(device)  # [V, H]
+        return out["embed"], out["head"]
+
     def load_target(self, device: torch.device, dtype: torch.dtype) -> Any:
         """The frozen trunk as a transformers causal LM (no remote code), eval mode."""
         from ..evaluate.target import load_target_model

@@ -41,89 +41,17 @@ from ..checkpoints.checkpoint import language_config
 from ..errors import TrainError
 from .data import DataStats, Sample, load_chat_tokenizer, read_samples
 from .dist import Dist
-from .filters import DataFilter
 from .head import Head, trainable_head
-from .kd import DIRECTIONS, REVERSE, KDConfig
+from .kd import KDConfig
 from .loss import step_weights
+from .options import TrainOptions
 from .progress import Reporter
-from .shard import MODES, full_state, shard, should_shard
+from .shard import full_state, shard, should_shard
 from .source import Source, check_out, clear_out
 from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, restore, save_state
 from .step import Trunk, cache_fits, train_step
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """The recipe (FastMTP's defaults) and the run's mechanics."""
-
-    steps: int = 3  #: K, recursive applications of the head
-    beta: float = 0.6  #: step k weighs beta^(k-1), normalised
-    epochs: int = 1
-    lr: float = 5e-5
-    batch: int = 8  #: sequences per optimizer step, across all ranks
-    warmup: float = 0.05  #: share of the steps with a linear warm-up, then cosine to 0
-    max_length: int = 2048
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = 50  #: optimizer steps between resumable states
-    device: str = "auto"
-    dtype: str = "auto"  #: the frozen trunk's dtype; the head trains in float32
-    mtp_layer: int | None = None
-    kd_weight: float = 0.0  #: MTP-D self-distillation: weight of the KL term, 0 = off
-    kd_top_n: int = 10_000  #: the KL runs over the main head's top N tokens of each row
-    kd_direction: str = REVERSE  #: reverse = KL(step || main head), forward = KL(main || step)
-    micro_batch_tokens: int = 4096  #: padded tokens per forward; 0 = one sequence at a time
-    cache_gb: float = 4.0  #: host memory for the trunk's states across epochs; 0 = recompute
-    drop_cut: bool = False  #: leave out answers cut at the length limit
-    max_repeat: float = 1.0  #: leave out answers with a larger repeated-4-gram share; 1 = off
-    shard_head: str = "auto"  #: FSDP2 over the torchrun ranks: auto (when it cannot fit), on, off
-
-    def data_filter(self) -> DataFilter:
-        """The filters applied while reading --data."""
-        return DataFilter(drop_cut=self.drop_cut, max_repeat=self.max_repeat)
-
-    def kd(self) -> KDConfig | None:
-        """The self-distillation term, or None when its weight is 0 (the plain loss)."""
-        if self.kd_weight == 0:
-            return None
-        return KDConfig(self.kd_weight, self.kd_top_n, self.kd_direction)
-
-    def check(self) -> None:
-        """One line per impossible option, before anything is loaded."""
-        problems = [
-            (self.steps < 1, "--steps must be at least 1"),
-            (not (math.isfinite(self.beta) and self.beta > 0), "--beta must be positive"),
-            (self.epochs < 1, "--epochs must be at least 1"),
-            (not (math.isfinite(self.lr) and self.lr > 0), "--lr must be positive"),
-            (self.batch < 1, "--batch must be at least 1"),
-            (not 0 <= self.warmup < 1, "--warmup must be in [0, 1)"),
-            (self.max_length < 3, "--max-length must be at least 3"),
-            (self.save_every < 1, "--save-every must be at least 1"),
-            (
-                not (math.isfinite(self.kd_weight) and self.kd_weight >= 0),
-                "--kd-weight must be 0 (off) or a positive number",
-            ),
-            (self.kd_top_n < 1, "--kd-top-n must be at least 1"),
-            (
-                self.kd_direction not in DIRECTIONS,
-                f"--kd-direction must be one of {', '.join(DIRECTIONS)}",
-            ),
-            (self.micro_batch_tokens < 0, "--micro-batch-tokens must be 0 or more"),
-            (
-                not (math.isfinite(self.cache_gb) and self.cache_gb >= 0),
-                "--cache-gb must be 0 (off) or a positive number",
-            ),
-            (
-                not (math.isfinite(self.max_repeat) and 0 <= self.max_repeat <= 1),
-                "--max-repeat must be in [0, 1] (1: off)",
-            ),
-            (self.shard_head not in MODES, f"--shard-head must be one of {', '.join(MODES)}"),
-        ]
-        for bad, message in problems:
-            if bad:
-                raise TrainError(message)
 
 
 @dataclass
@@ -198,24 +126,33 @@ def train(
     samples, stats = read_samples(
         data, load_chat_tokenizer(source), max_length=opts.max_length, keep=opts.data_filter()
     )
+    device = _device(opts)
+    recorded = None
+    if opts.hidden is not None:  # checked whole before anything trains
+        from .hidden_store import open_recorded
+
+        recorded = open_recorded(
+            opts.hidden, source, samples, data, device=device,
+            max_length=opts.max_length, keep=opts.data_filter(),
+        )  # fmt: skip
     identity = {
         "options": json.dumps(
             {
                 k: v
                 for k, v in dataclasses.asdict(opts).items()
-                if k not in ("save_every", "device", "shard_head")  # states resume across
+                if k not in ("save_every", "device", "shard_head", "hidden")  # resume across
             },
             sort_keys=True,
         ),
         "data": stats.sha256,
         "source": src.ckpt.config_sha256,
     }
-    device = _device(opts)
     dist = Dist(device)
     try:
         return _run(
-            src, samples, stats, out, opts, identity, dist, device, resume, overwrite, show_progress
-        )
+            src, samples, stats, out, opts, identity, dist, device, resume, overwrite,
+            show_progress, recorded,
+        )  # fmt: skip
     finally:
         dist.close()
 
@@ -232,7 +169,9 @@ def _run(
     resume: bool,
     overwrite: bool,
     show_progress: bool | None,
+    recorded: Any = None,
 ) -> TrainResult:
+    """The run; ``recorded``: a :class:`~.hidden_store.RecordedTrunk` replacing the trunk."""
     from ..evaluate.target import pick_dtype
 
     writer = dist.rank == 0
@@ -250,15 +189,13 @@ def _run(
     cache = opts.epochs > 1 and cache_fits(
         samples, int(language_config(src.ckpt.config)["hidden_size"]), dtype, opts.cache_gb
     )
-    model = src.load_target(device, dtype)
-    trunk = Trunk(model, device, cache=cache)
-    head = trainable_head(
-        src.plan.family,
-        source_weights,
-        src.ckpt.config,
-        model.get_input_embeddings().weight,
-        model.get_output_embeddings().weight,
-    )
+    if recorded is not None:  # no trunk: the embedding and head are read from the source
+        trunk, (embed, lm_head) = recorded, src.embed_and_head(device)
+    else:
+        model = src.load_target(device, dtype)
+        trunk = Trunk(model, device, cache=cache)
+        embed, lm_head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    head = trainable_head(src.plan.family, source_weights, src.ckpt.config, embed, lm_head)
     if dist.sharded:  # built in host memory: fully_shard moves each rank's shard to device
         shard(head, device, dist.world)
     else:
@@ -279,7 +216,8 @@ def _run(
         src.ckpt.path, len(samples), stats.target_tokens, opts.steps,
         "/".join(f"{w:.2f}" for w in weights.tolist()), total, opts.batch, dist.world,
         " (head sharded)" if dist.sharded else "", opts.kd_weight,
-        "cached" if cache else "recomputed each epoch",
+        f"recorded in {opts.hidden}" if recorded is not None
+        else "cached" if cache else "recomputed each epoch",
     )  # fmt: skip
     history: list[dict[str, Any]] = list(state["history"]) if state is not None else []
     reporter = Reporter(total, start, opts.steps, enabled=show_progress if writer else False)
@@ -364,7 +302,7 @@ def _record(
         "source": {"path": str(src.ckpt.path), "config_sha256": src.ckpt.config_sha256,
                    "family": src.plan.family, "mtp_layer": src.plan.layer},
         "data": dataclasses.asdict(stats),
-        "options": dataclasses.asdict(opts),
+        "options": {**dataclasses.asdict(opts), "hidden": opts.hidden and str(opts.hidden)},
         "step_weights": step_weights(opts.beta, opts.steps),
         "processes": dist.world,
         "optimizer_steps": total,
