@@ -96,3 +96,63 @@ def test_the_plugin_drives_the_glm_drafts_vocabulary_per_request(glm: dict[str, 
     _assert_parity(miss, glm["plain"])
     assert _tau(list(hit.values())) >= 2.0
     assert _tau(list(miss.values())) <= 1.2
+
+
+def _bigram(release: Any) -> list[int]:
+    """The copy draft's proposal after each token, from the release's tensors alone: its
+    NextN layer passes the (normed) embedding through, so it drafts
+    ``argmax_v lm_head[v] . embed[t]`` (norms at 1 only rescale the row)."""
+    from safetensors.torch import load_file
+
+    w = load_file(str(release / "model.safetensors"))
+    scores = w["model.embed_tokens.weight"] @ w["lm_head.weight"].T  # [V, V]
+    return [int(v) for v in scores.argmax(-1)]
+
+
+def _expected(output: list[int], bigram: list[int], k: int = 3) -> list[int]:
+    """Accepted drafts per verify when the copy draft meets the target's ``output``: the
+    first token comes from the prefill; each verify drafts k bigram steps from the last
+    committed token and keeps the leading ones the target produced, plus its own token."""
+    accepted, p = [], 0
+    while p + 1 < len(output):
+        drafts, t = [], output[p]
+        for _ in range(k):
+            t = bigram[t]
+            drafts.append(t)
+        j = 0
+        while j < k and p + 1 + j < len(output) and drafts[j] == output[p + 1 + j]:
+            j += 1
+        accepted.append(j)
+        p += j + 1
+    return accepted
+
+
+def test_eval_sglang_and_the_construction_agree_on_glm(glm: dict[str, Any]) -> None:
+    """Three ways to the same verify counts: SGLang's EAGLE K=3 (``spec_verify_ct``),
+    ``eval``'s decoder with the GLM reference head over the transformers target, and
+    the copy draft's construction walked over the target's greedy output."""
+    import torch
+
+    from fastmtp_export.artifact import manifest as mf
+    from fastmtp_export.evaluate.reference import artifact_head
+    from fastmtp_export.evaluate.speculate import Draft, Target, speculate
+    from fastmtp_export.evaluate.target import check_pair, load_target_model
+
+    with sglang_server(
+        glm["release"], glm["root"] / "logs", *CHAIN_FLAGS, "--speculative-draft-model-path",
+        str(glm["draft"]), env=STOCK,
+    ) as server:  # fmt: skip
+        served = _run(server, glm["cases"])
+    info = check_pair(glm["release"], glm["draft"], mf.load(glm["draft"]))
+    model = load_target_model(info.path, info.config, "glm4_moe", torch.device("cpu"),
+                              torch.float32)  # fmt: skip
+    draft = Draft(artifact_head(model, glm["draft"], torch.float32, "glm4_moe"))
+    bigram = _bigram(glm["release"])
+    total = 0
+    for (prompt, n), doc in served.items():
+        gen = speculate(Target(model), draft, list(prompt), n, set(EOS))
+        assert gen.output == doc["output_ids"] == glm["plain"][(prompt, n)]["output_ids"]
+        assert gen.verifies == doc["meta_info"]["spec_verify_ct"], prompt
+        assert gen.accepted == _expected(gen.output, bigram), prompt
+        total += gen.verifies
+    assert total > len(served)  # verifies happened, some with partial acceptance or not
