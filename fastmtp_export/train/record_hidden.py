@@ -53,6 +53,7 @@ from .hidden_format import (
     write_shard,
 )
 from .record_client import SGLangServer, check_server, store_dtype
+from .source import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def record_hidden(
     from .._util.atomic import run_lock
 
     opts.check()
-    _check_paths(out, source, data)
+    refuse_overlap(out, [source, *data])
     ident = SourceIdentity.of(source)
     samples, _stats = read_samples(
         data, load_chat_tokenizer(source), max_length=opts.max_length, keep=opts.data_filter()
@@ -172,19 +173,6 @@ def record_hidden(
             client.close()
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _check_paths(out: Path, source: Path, data: list[Path]) -> None:
-    real = out.resolve()
-    for path in [source, *data]:
-        p = path.resolve()
-        if real == p or p.is_relative_to(real) or real.is_relative_to(p):
-            raise TrainError(
-                f"--out {out} overlaps the input {path}; inputs are never modified, choose "
-                "another --out"
-            )
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} is a file; pass a directory")
 
 
 def _existing(out: Path) -> dict[str, Any] | None:

@@ -105,10 +105,10 @@ class Source:
         return copied
 
 
-def check_out(out: Path, source: Path, data: list[Path], *, resume: bool, overwrite: bool) -> None:
-    """Refuse an ``--out`` that would touch inputs or silently mix two runs."""
+def refuse_overlap(out: Path, inputs: list[Path]) -> None:
+    """Refuse an ``--out`` that is, holds or sits inside an input, or is a file."""
     real = out.resolve()
-    for path in [source, *data]:
+    for path in inputs:
         p = path.resolve()
         if real == p or p.is_relative_to(real) or real.is_relative_to(p):
             raise TrainError(
@@ -117,6 +117,11 @@ def check_out(out: Path, source: Path, data: list[Path], *, resume: bool, overwr
             )
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out} is a file; pass a directory")
+
+
+def check_out(out: Path, source: Path, data: list[Path], *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that would touch inputs or silently mix two runs."""
+    refuse_overlap(out, [source, *data])
     from .state import STATE_NAME
 
     if resume or overwrite or not out.is_dir():

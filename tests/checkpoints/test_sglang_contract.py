@@ -50,12 +50,12 @@ LOAD_DRAFT = Path(__file__).parents[1] / "sglang_lane" / "load_draft.py"
 MISNAMED = "model.mtp.layers.0.mlp.gate_proj.weight"  # MiMo-V2's prefix in a MiMo draft
 
 
-def _load(drafts: list[str]) -> list[dict[str, Any]]:
+def _load(drafts: list[str], script: Path = LOAD_DRAFT) -> list[dict[str, Any]]:
     problem = sglang_import_problem()
     if problem is not None:
         pytest.fail(f"SGLang 0.5.23 is needed for the draft contract: {problem}")
     r = subprocess.run(
-        [sys.executable, str(LOAD_DRAFT), *drafts], env=lane_env(), capture_output=True,
+        [sys.executable, str(script), *drafts], env=lane_env(), capture_output=True,
         text=True, check=False, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -189,20 +189,6 @@ FP8_UNFILLED = sorted(
 )
 
 
-def _load_fp8(drafts: list[str]) -> list[dict[str, Any]]:
-    problem = sglang_import_problem()
-    if problem is not None:
-        pytest.fail(f"SGLang 0.5.23 is needed for the draft contract: {problem}")
-    r = subprocess.run(
-        [sys.executable, str(LOAD_FP8), *drafts], env=lane_env(), capture_output=True,
-        text=True, check=False, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    docs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert len(docs) == len(drafts), r.stdout[-3000:]
-    return docs
-
-
 @pytest.fixture(scope="module")
 def fp8_loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The FP8 release's kept export (and its bf16 export, to compare), and drafts the
@@ -231,7 +217,7 @@ def fp8_loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(READERS["deepseek_v3"], "contract", unaligned)
             args[case] = str(export_draft(release, root / case / "draft", progress=False).out)
-    return dict(zip(args, _load_fp8(list(args.values())), strict=True))
+    return dict(zip(args, _load(list(args.values()), LOAD_FP8), strict=True))
 
 
 def test_sglang_loads_the_kept_fp8_head_with_its_scales(

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,9 +26,8 @@ from fastmtp_export.train.trainer import TrainOptions, train
 from ..checkpoints.families import glm4_moe
 from ..conftest import BPE_MODEL_VOCAB, write_bpe_source
 from ..heads.family_oracle import write_family_oracle
-from . import train_killed_after
+from . import run_ranks, train_killed_after
 
-ROOT = Path(__file__).resolve().parents[2]
 OPTS = TrainOptions(epochs=2, batch=4, lr=3e-3, max_length=40, save_every=100, warmup=0.0)
 CPU = torch.device("cpu")
 
@@ -60,37 +55,9 @@ def test_sharding_is_decided_before_anything_loads() -> None:
         TrainOptions(shard_head="yes").check()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _two_ranks(source: Path, data: Path, out: Path, opts: TrainOptions, resume: bool) -> None:
-    port = str(_free_port())
-    args = [str(source), str(data), str(out), json.dumps(dataclasses.asdict(opts)),
-            "resume" if resume else "new"]  # fmt: skip
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, *args],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={
-                **os.environ,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": "2",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": port,
-                "OMP_NUM_THREADS": "1",
-            },
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    for p in procs:
-        _out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+    options = json.dumps(dataclasses.asdict(opts))
+    run_ranks(_WORKER, str(source), str(data), str(out), options, "resume" if resume else "new")
 
 
 def _same_update(one: Path, two: Path) -> None:

@@ -7,11 +7,7 @@ tests/real_model/test_chain.py; this file covers the recipe's mechanics.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +33,7 @@ from ..conftest import (
     source_tensors,
     tree_digest,
 )
-from . import train_killed_after
+from . import run_ranks, train_killed_after
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = TrainOptions(epochs=2, batch=4, lr=3e-3, max_length=40, save_every=1, warmup=0.0)
@@ -184,39 +180,12 @@ train(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[3]), opts, show_prog
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_train_what_one_does(source: Path, data: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     train(source, [data], one, FAST, show_progress=False)
     two = tmp_path / "two"
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(source), str(data), str(two)],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": "2",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": port,
-                "OMP_NUM_THREADS": "1",
-            },
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    for p in procs:
-        _out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+    run_ranks(_WORKER, str(source), str(data), str(two))
     record = json.loads((two / "training.json").read_text())
     assert record["processes"] == 2
     a, b = _head(one), _head(two)
