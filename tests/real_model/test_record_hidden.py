@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from fastmtp_export.train.record_client import SGLangServer
 from fastmtp_export.train.trainer import TrainOptions, train
 
 from ..conftest import assert_one_line_error
-from ..sglang_lane.glm_fixture import write_glm_release
 from ..sglang_lane.server import REAL_MODEL_FLAGS, sglang_import_problem, sglang_server
 from .prompts import prompts
 
@@ -43,6 +43,7 @@ pytestmark = pytest.mark.slow
 #: stay under REL times the largest |state| of the model. Observed on the 2-core lane:
 #: SmolLM2 7.4e-5 (its states reach ~50: 1.6e-6 of it), GLM 2.4e-7 (its reach ~3)
 REL = 1e-5
+GLM_VOCAB = 512
 TRAIN = TrainOptions(epochs=2, batch=2, lr=3e-3, max_length=2048, save_every=100, warmup=0.0)
 RECORD_FLAGS = (
     "--enable-return-hidden-states", "--disable-radix-cache", "--chunked-prefill-size", "-1",
@@ -140,17 +141,20 @@ def test_a_server_without_the_flag_is_refused_in_one_line(smollm2: Path, tmp_pat
 
 
 def _glm_with_tokenizer(root: Path) -> Path:
-    """The tiny GLM-4.5 release plus a word-level tokenizer inside its 256-token vocabulary."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A tiny GLM-4.5 release (its transformers trunk, tests/heads/family_oracle.py, at a
+    512-token vocabulary) with a real byte-level BPE tokenizer of 400 tokens."""
+    from fastmtp_export.checkpoints.checkpoint import language_config
+    from fastmtp_export.maps.synthetic_corpus import train_tokenizer
 
-    release = write_glm_release(root / "release")
-    words = list(dict.fromkeys(WORDS["en"]))
-    vocab = {"[UNK]": 0, "<eos>": 1, "<pad>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(release / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<eos>"}
-    (release / "tokenizer_config.json").write_text(json.dumps(config))
+    from ..checkpoints.families import glm4_moe
+    from ..heads.family_oracle import write_family_oracle
+
+    tok = train_tokenizer(root / "tok", vocab_size=400, model_vocab_size=GLM_VOCAB)
+    config = glm4_moe(qk_norm=True)
+    language_config(config)["vocab_size"] = GLM_VOCAB
+    release = write_family_oracle(root / "release", "glm4_moe", config, residual=1.0, copy=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(tok / name, release / name)
     return release
 
 
