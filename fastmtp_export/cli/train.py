@@ -21,8 +21,7 @@ EXAMPLES = """Examples:
   fastmtp-export train ./MiMo-7B-RL --data distilled.jsonl --out ./mimo-head
   fastmtp-export train ./MiMo-7B-RL --data en.jsonl --data zh.jsonl --out ./head --epochs 3
   torchrun --nproc-per-node 8 -m fastmtp_export train ./MiMo-7B-RL --data d.jsonl --out ./head
-  torchrun --nproc-per-node 8 -m fastmtp_export train ./DeepSeek-V3 --data d.jsonl --out h \
-      --shard-head on
+  torchrun --nproc-per-node 8 -m fastmtp_export train ./V3 --data d.jsonl --out ./h --shard-head on
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --resume
   fastmtp-export train ./MiMo-7B-RL --data d.jsonl --out ./head --kd-weight 1 --kd-top-n 10000
   fastmtp-export export ./mimo-head --out ./draft --token-maps ./maps
