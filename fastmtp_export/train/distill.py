@@ -44,10 +44,10 @@ from .distill_reply import (
     BadReplyError,
     RetryableError,
     body_cap,
-    error_head,
     parse_answer,
+    post_retried,
     read_capped,
-    snippet,
+    why,
 )
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class _Client:
             models = [m["id"] for m in json.loads(body).get("data", [])]
         except (httpx.HTTPError, RetryableError) as exc:
             raise DistillError(
-                f"cannot reach an OpenAI-compatible server at {self.url} ({_why(exc)}); start "
+                f"cannot reach an OpenAI-compatible server at {self.url} ({why(exc)}); start "
                 "one (python -m sglang.launch_server --model-path BASE) or fix --server"
             ) from None
         except (BadReplyError, ValueError, KeyError, TypeError, AttributeError):
@@ -146,13 +146,6 @@ class _Client:
             BadReplyError: a reply that is not a chat completion with a string answer.
             DistillError: a 4xx other than 429.
         """
-        from tenacity import (
-            retry,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_random_exponential,
-        )
-
         body: dict[str, Any] = {
             "model": model,
             "messages": prompt.messages,
@@ -164,38 +157,15 @@ class _Client:
             body["top_k"] = self.opts.top_k  # SGLang and vLLM accept it
         if self.opts.seed is not None:
             body["seed"] = self.opts.seed
-        cap = body_cap(self.opts.max_tokens)
-        limits = f"for --max-tokens {self.opts.max_tokens}"
-
-        @retry(
-            retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.opts.retries),
-            wait=wait_random_exponential(multiplier=0.5, max=30),
-            reraise=True,
-        )
-        def post() -> Answer:
-            import httpx
-
-            deadline = time.monotonic() + self.opts.timeout
-            try:
-                with self.http.stream("POST", self.url + "/chat/completions", json=body) as r:
-                    if r.status_code == 429 or r.status_code >= 500:
-                        raise RetryableError(f"HTTP {r.status_code}: {error_head(r)}")
-                    if r.status_code >= 400:
-                        raise DistillError(f"HTTP {r.status_code}: {error_head(r)}")
-                    data = read_capped(r, cap, deadline, limits)
-            except httpx.HTTPError as exc:
-                raise RetryableError(_why(exc)) from None
-            return parse_answer(data)
-
-        return post()
+        return post_retried(
+            self.http, self.url + "/chat/completions", body, retries=self.opts.retries,
+            timeout=self.opts.timeout, cap=body_cap(self.opts.max_tokens),
+            limits=f"for --max-tokens {self.opts.max_tokens}",
+            refuse=lambda status, head: DistillError(f"HTTP {status}: {head}"), parse=parse_answer,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.http.close()
-
-
-def _why(exc: BaseException) -> str:
-    return snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
 
 
 def _record(prompt: Prompt, answer: Answer) -> dict[str, Any]:

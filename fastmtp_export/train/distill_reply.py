@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import httpx
@@ -120,3 +121,55 @@ def error_head(r: httpx.Response) -> str:
         if len(body) >= 1024:
             break
     return snippet(body)
+
+
+T = TypeVar("T")
+
+
+def why(exc: BaseException) -> str:
+    """An exception as one bounded line, for messages."""
+    return snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+
+
+def post_retried(
+    http: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    *,
+    retries: int,
+    timeout: float,
+    cap: int,
+    limits: str,
+    refuse: Callable[[int, str], Exception],
+    parse: Callable[[bytes], T],
+) -> T:
+    """POST ``body`` as JSON to ``url`` and ``parse`` the reply, read within ``cap`` bytes
+    and ``timeout`` seconds (``limits`` says why in the size error).
+
+    Connection errors, timeouts, 429, 5xx, and a :class:`RetryableError` from ``parse``
+    (an error object sent with 200) are retried with jittered exponential backoff,
+    ``retries`` attempts; another 4xx raises ``refuse(status, head of the body)``.
+    """
+    import httpx
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+    @retry(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_attempt(retries),
+        wait=wait_random_exponential(multiplier=0.5, max=30),
+        reraise=True,
+    )
+    def post() -> T:
+        deadline = time.monotonic() + timeout
+        try:
+            with http.stream("POST", url, json=body) as r:
+                if r.status_code == 429 or r.status_code >= 500:
+                    raise RetryableError(f"HTTP {r.status_code}: {error_head(r)}")
+                if r.status_code >= 400:
+                    raise refuse(r.status_code, error_head(r))
+                data = read_capped(r, cap, deadline, limits)
+        except httpx.HTTPError as exc:
+            raise RetryableError(why(exc)) from None
+        return parse(data)
+
+    return post()

@@ -32,9 +32,10 @@ from .distill_reply import (
     MAX_SMALL_BODY,
     BadReplyError,
     RetryableError,
-    error_head,
+    post_retried,
     read_capped,
     snippet,
+    why,
 )
 from .hidden_format import SourceIdentity
 
@@ -54,10 +55,6 @@ _DTYPE_NAMES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float16": "float16", "half": "float16", "fp16": "float16",
 }  # fmt: skip
-
-
-def _why(exc: BaseException) -> str:
-    return snippet(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
 
 
 class SGLangServer:
@@ -96,7 +93,7 @@ class SGLangServer:
                 body = read_capped(r, MAX_SMALL_BODY, deadline, f"for {path}")
         except (httpx.HTTPError, RetryableError) as exc:
             raise TrainError(
-                f"cannot reach an SGLang server at {self.url} ({_why(exc)}); start one "
+                f"cannot reach an SGLang server at {self.url} ({why(exc)}); start one "
                 f"({LAUNCH}) or fix --server"
             ) from None
         except BadReplyError:
@@ -136,43 +133,18 @@ class SGLangServer:
             RetryableError: still failing after the retries.
             BadReplyError: a reply that holds no usable states for this prompt.
         """
-        from tenacity import (
-            retry,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_random_exponential,
-        )
-
         body = {
             "input_ids": ids,
             "return_hidden_states": True,
             "sampling_params": {"max_new_tokens": 1, "temperature": 0},
         }
-        cap = BODY_BASE + BYTES_PER_VALUE * len(ids) * hidden_size
-        limits = f"for {len(ids)} x {hidden_size} hidden values"
-
-        @retry(
-            retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.retries),
-            wait=wait_random_exponential(multiplier=0.5, max=30),
-            reraise=True,
-        )
-        def post() -> torch.Tensor:
-            import httpx
-
-            deadline = time.monotonic() + self.timeout
-            try:
-                with self.http.stream("POST", self.url + "/generate", json=body) as r:
-                    if r.status_code == 429 or r.status_code >= 500:
-                        raise RetryableError(f"HTTP {r.status_code}: {error_head(r)}")
-                    if r.status_code >= 400:
-                        raise _refusal(self.url, r.status_code, error_head(r))
-                    data = read_capped(r, cap, deadline, limits)
-            except httpx.HTTPError as exc:
-                raise RetryableError(_why(exc)) from None
-            return parse_hidden(data, len(ids), hidden_size, self.url)
-
-        return post()
+        return post_retried(
+            self.http, self.url + "/generate", body, retries=self.retries, timeout=self.timeout,
+            cap=BODY_BASE + BYTES_PER_VALUE * len(ids) * hidden_size,
+            limits=f"for {len(ids)} x {hidden_size} hidden values",
+            refuse=lambda status, head: _refusal(self.url, status, head),
+            parse=lambda data: parse_hidden(data, len(ids), hidden_size, self.url),
+        )  # fmt: skip
 
 
 def _refusal(url: str, status: int, head: str) -> Exception:
