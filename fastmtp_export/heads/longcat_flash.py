@@ -37,12 +37,6 @@ class DenseLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def _rope_dim(cfg: dict[str, Any]) -> dict[str, Any]:
-    """transformers' LongCat rotary spans ``head_dim`` (64 by default, the release's
-    ``qk_rope_head_dim``); SGLang rotates ``qk_rope_head_dim`` dims, so say that."""
-    return cfg | {"head_dim": cfg["qk_rope_head_dim"]}
-
-
 @register_head("longcat_flash")
 def longcat_flash(config: Mapping[str, Any]) -> HeadSpec:
     return HeadSpec(
@@ -55,6 +49,5 @@ def longcat_flash(config: Mapping[str, Any]) -> HeadSpec:
         final_norm="model.mtp.norm.weight",
         layer=_L,
         renames=(("transformer_layer.mlp.", "mlp."),),
-        adjust=_rope_dim,
         build_layer=DenseLayer,
     )

@@ -25,15 +25,16 @@ from .spec import HeadSpec, single_layer
 _FUSION = ("embed_norm.weight", "hidden_norm.weight", "proj.weight", "final_norm.weight")
 
 
-def hf_config(config: Mapping[str, Any], spec: HeadSpec | None = None) -> Any:
-    """The transformers config of the one-layer MTP model (see :func:`single_layer`)."""
+def hf_config(config: Mapping[str, Any], family: str) -> Any:
+    """The transformers config of the one-layer MTP model (see :func:`single_layer`), from
+    the config transformers loads the family's target with (the reader's
+    ``target_config``: no remote-code or quantization keys, LongCat's rotary width)."""
     from transformers import AutoConfig
 
-    cfg = single_layer(language_config(dict(config)))
-    if spec is not None and spec.adjust is not None:
-        cfg = spec.adjust(cfg)
-    for key in ("auto_map", "architectures", "quantization_config"):
-        cfg.pop(key, None)
+    from ..checkpoints.readers import READERS
+
+    cfg = single_layer(language_config(READERS[family].target_config(config)))
+    cfg.pop("architectures", None)
     model_type = cfg.pop("model_type")
     out = AutoConfig.for_model(model_type, **cfg)
     out._attn_implementation = "sdpa"
@@ -89,7 +90,7 @@ class FamilyHead(nn.Module):
         """
         super().__init__()
         self.spec = spec
-        self.config = hf_config(config, spec)
+        self.config = hf_config(config, spec.family)
         mod = importlib.import_module(spec.module)
         norm = getattr(mod, spec.prefix + "RMSNorm")
         h, eps = self.config.hidden_size, self.config.rms_norm_eps

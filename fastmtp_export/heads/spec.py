@@ -59,8 +59,6 @@ class HeadSpec:
     zero_first: bool = False
     #: the rotary class, when not ``<prefix>RotaryEmbedding``.
     rotary: str = ""
-    #: the one-layer config dict -> the dict transformers builds the layer from.
-    adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, compare=False)
     #: transformers config -> the decoder layer (default ``<prefix>DecoderLayer(cfg, 0)``).
     build_layer: Callable[[Any, Any], Any] | None = field(default=None, compare=False)
 
