@@ -115,6 +115,16 @@ def full_state(
     return dict(model), by_index
 
 
+def full_model(head: nn.Module) -> dict[str, torch.Tensor]:
+    """The head's full state on CPU (collective; the tensors reach rank 0 only): what the
+    trained checkpoint needs, without gathering the optimizer's moments."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model: dict[str, Any] = get_model_state_dict(head, options=options)
+    return model
+
+
 def load_full(
     head: nn.Module,
     opt: torch.optim.Optimizer,

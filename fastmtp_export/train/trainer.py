@@ -46,7 +46,7 @@ from .kd import KDConfig
 from .loss import step_weights
 from .options import TrainOptions
 from .progress import Reporter
-from .shard import full_state, shard, should_shard
+from .shard import full_model, full_state, shard, should_shard
 from .source import Source, check_out, clear_out
 from .state import RECORD_NAME, STATE_NAME, WEIGHTS_NAME, load_state, restore, save_state
 from .step import Trunk, cache_fits, train_step
@@ -237,7 +237,7 @@ def _run(
                 if writer:
                     save_state(out, saved)
     record = _record(src, stats, opts, dist, history, start, total, time.perf_counter() - started)
-    trained = full_state(head, opt)[0] if dist.sharded else head.state_dict()  # collective
+    trained = full_model(head) if dist.sharded else head.state_dict()  # collective
     if writer:
         _write_outputs(out, src, head.weights(trained), source_weights, record)
     return TrainResult(out, total, start, time.perf_counter() - started, record)
