@@ -313,9 +313,8 @@ def reference_head(
     if family == "mimo":
         return MiMoMTPReference(weights, config, embed, lm_head, dtype)
     from ..heads.module import FamilyHead
-    from ..heads.registry import HEADS
 
-    return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, dtype).eval()
+    return FamilyHead.of(family, weights, config, embed, lm_head, dtype).eval()
 
 
 def artifact_head(

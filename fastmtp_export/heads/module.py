@@ -118,6 +118,21 @@ class FamilyHead(nn.Module):
         self.rotary.to(embed.device)
         self.dtype = dtype
 
+    @classmethod
+    def of(
+        cls,
+        family: str,
+        weights: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        embed: torch.Tensor,
+        lm_head: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> FamilyHead:
+        """``family``'s registered head (:data:`~.registry.HEADS`) over these tensors."""
+        from .registry import HEADS
+
+        return cls(HEADS[family](config), weights, config, embed, lm_head, dtype)
+
     def _module_weights(
         self, weights: Mapping[str, torch.Tensor], dtype: torch.dtype
     ) -> dict[str, torch.Tensor]:

@@ -126,6 +126,4 @@ def trainable_head(
     ``weights`` interface)."""
     if family == "mimo":
         return TrainableHead(weights, config, embed, lm_head)
-    from ..heads.registry import HEADS
-
-    return FamilyHead(HEADS[family](config), weights, config, embed, lm_head, torch.float32)
+    return FamilyHead.of(family, weights, config, embed, lm_head, torch.float32)
