@@ -3,6 +3,7 @@ tokenizer, and the files a head checkpoint carries over unchanged."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,19 +47,24 @@ class Source:
             raise TrainError(no_head(reader.family))
         return cls(ckpt, reader.plan(ckpt, layer))
 
-    def head_weights(self) -> dict[str, torch.Tensor]:
-        """The chosen layer's tensors under draft names (``model.mtp_layers.0.*``)."""
+    def _read(self, names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+        """``{key: tensor}`` for ``names`` ``{key: source tensor name}``: each shard opened
+        once, a name asked for twice read once."""
         from safetensors import safe_open
 
-        out: dict[str, torch.Tensor] = {}
-        by_shard: dict[str, list[tuple[str, str]]] = {}
-        for dst, info in self.plan.tensors.items():
-            by_shard.setdefault(self.ckpt.weight_map[info.name], []).append((dst, info.name))
-        for shard, names in sorted(by_shard.items()):
+        by_shard: dict[str, set[str]] = {}
+        for src in set(names.values()):
+            by_shard.setdefault(self.ckpt.weight_map[src], set()).add(src)
+        got: dict[str, torch.Tensor] = {}
+        for shard, srcs in sorted(by_shard.items()):
             with safe_open(str(self.ckpt.path / shard), framework="pt") as fh:
-                for dst, src in names:
-                    out[dst] = fh.get_tensor(src)
-        return out
+                for src in sorted(srcs):
+                    got[src] = fh.get_tensor(src)
+        return {key: got[src] for key, src in names.items()}
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """The chosen layer's tensors under draft names (``model.mtp_layers.0.*``)."""
+        return self._read({dst: info.name for dst, info in self.plan.tensors.items()})
 
     def embed_and_head(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The target's embedding and ``lm_head`` [V, H], read alone from the checkpoint (no
@@ -68,8 +74,6 @@ class Source:
         Raises:
             TrainError: the checkpoint lacks the embedding.
         """
-        from safetensors import safe_open
-
         from ..checkpoints.readers import READERS
 
         names = {"embed": READERS[self.plan.family].TRUNK_EMBED, "head": "lm_head.weight"}
@@ -80,11 +84,8 @@ class Source:
             )
         if names["head"] not in self.ckpt.weight_map:
             names["head"] = names["embed"]  # tied embeddings
-        out = {}
-        for role, name in names.items():
-            with safe_open(str(self.ckpt.path / self.ckpt.weight_map[name]), framework="pt") as fh:
-                out[role] = fh.get_tensor(name).to(device)  # [V, H]
-        return out["embed"], out["head"]
+        got = self._read(names)  # [V, H] each
+        return got["embed"].to(device), got["head"].to(device)
 
     def load_target(self, device: torch.device, dtype: torch.dtype) -> Any:
         """The frozen trunk as a transformers causal LM (no remote code), eval mode."""
