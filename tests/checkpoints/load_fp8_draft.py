@@ -6,7 +6,7 @@ release's ``quantization_config``, and SGLang's loader then builds the class wit
 quantization config it derives from it (``_get_quantization_config`` in
 ``sglang/srt/model_loader/loader.py``): fp8 ``weight`` and float32 ``weight_scale_inv``
 parameters for the layers it quantizes. This script runs load_draft.py's probe (its
-functions, imported) with that config in place of ``None``, and adds:
+functions, imported) with that config (``load_draft(..., quant_config=...)``), and adds:
 
 - ``quant_config``: the class of SGLang's quantization config;
 - ``fp8_params``: SGLang's fp8 and scale parameters, name -> [shape, dtype];
@@ -24,7 +24,6 @@ one JSON object per argument.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,20 +33,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 from tests.sglang_lane import load_draft as probe
 
-#: the quantization config of the draft being loaded (set per draft by :func:`load`)
-_QUANT: list[Any] = [None]
-
-
-def _fresh(cls: Any, hf_config: Any, **kw: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    """load_draft's NaN-filled fresh model, built with SGLang's quantization config."""
-    model = cls(config=hf_config, quant_config=_QUANT[0], **kw)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for p in params.values():
-            if p.is_floating_point():
-                p.fill_(float("nan"))  # float8_e4m3fn has a NaN too (0x7f)
-    return model, params
-
 
 def _quant_config(draft: str) -> Any:
     from sglang.srt.configs.load_config import LoadConfig
@@ -55,15 +40,6 @@ def _quant_config(draft: str) -> Any:
     from sglang.srt.model_loader.loader import _get_quantization_config
 
     return _get_quantization_config(ModelConfig(draft, is_draft_model=True), LoadConfig())
-
-
-def _weights(draft: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(draft).glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 def _after_loading(draft: str, quant: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -80,7 +56,7 @@ def _after_loading(draft: str, quant: Any) -> tuple[dict[str, Any], dict[str, li
         for n, p in model.named_parameters()
         if p.dtype == torch.float8_e4m3fn or n.endswith("weight_scale_inv")
     }
-    model.load_weights(list(_weights(draft).items()))
+    model.load_weights(list(probe.draft_weights(draft).items()))
     errors: dict[str, list[str]] = {}
     for name, module in model.named_modules():
         method = getattr(module, "quant_method", None)
@@ -96,7 +72,7 @@ def _after_loading(draft: str, quant: Any) -> tuple[dict[str, Any], dict[str, li
 def _dequant_mismatches(draft: str, bf16: str, block: list[int]) -> tuple[list[str], int]:
     from sglang.srt.layers.quantization.fp8_utils import block_quant_dequant
 
-    fp8, plain = _weights(draft), _weights(bf16)
+    fp8, plain = probe.draft_weights(draft), probe.draft_weights(bf16)
     names = sorted(n for n, t in fp8.items() if t.dtype == torch.float8_e4m3fn)
     bad = []
     for n in names:
@@ -112,8 +88,8 @@ def _dequant_mismatches(draft: str, bf16: str, block: list[int]) -> tuple[list[s
 
 def load(arg: str) -> dict[str, Any]:
     draft, _, bf16 = arg.partition("=")
-    _QUANT[0] = quant = _quant_config(draft)
-    doc = probe.load_draft(draft)
+    quant = _quant_config(draft)
+    doc = probe.load_draft(draft, quant_config=quant)
     doc["quant_config"] = type(quant).__name__ if quant is not None else None
     doc["after_loading"], doc["fp8_params"] = _after_loading(draft, quant)
     if bf16:
@@ -123,17 +99,7 @@ def load(arg: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    placeholders = probe._placeholder_ops()
-    probe.init_sglang()
-    probe._fresh = _fresh  # the probe builds every model through this
-    for arg in argv:
-        try:
-            doc = load(arg)
-        except Exception as exc:  # one draft's failure is a result, not a crash
-            doc = {"draft": arg, "error": f"{type(exc).__name__}: {exc}"}
-        doc["placeholder_ops"] = placeholders
-        sys.stdout.write(json.dumps(doc) + "\n")
-    return 0
+    return probe.run(argv, load)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,11 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's tests package
     sys.path.insert(0, str(ROOT))
 
 from tests.sglang_lane import draft_shims  # noqa: E402
-from tests.sglang_lane.load_draft import _placeholder_ops, init_sglang  # noqa: E402
+from tests.sglang_lane.load_draft import (  # noqa: E402
+    _placeholder_ops,
+    draft_weights,
+    init_sglang,
+)
 
 SELFCHECK_SKIP = ("mimo_v2", "step3p5")  # multi-layer EAGLE, out of scope
 #: the tensor the self-check zeroes: the projection of [embedding, hidden]
@@ -96,7 +100,6 @@ def _no_cuda_calls() -> Any:
 
 def load(draft: str, embed: torch.Tensor, head: torch.Tensor) -> Any:
     """SGLang's draft class for ``draft``, loaded as its loader does, head bound."""
-    from safetensors.torch import load_file
     from sglang.srt.configs.model_config import ModelConfig
     from sglang.srt.layers.moe.utils import resolve_shared_experts_config
     from sglang.srt.model_loader.loader import DefaultModelLoader
@@ -109,11 +112,8 @@ def load(draft: str, embed: torch.Tensor, head: torch.Tensor) -> Any:
     with set_default_torch_dtype(torch.float32), get_model().override(shared_experts=shared):
         model = cls(config=config.hf_config, quant_config=None)
     model.shared_experts_config = shared
-    weights: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(draft).glob("*.safetensors")):
-        weights.update(load_file(f))
     DefaultModelLoader.load_weights_and_postprocess(
-        model, iter(weights.items()), torch.device("cpu")
+        model, iter(draft_weights(draft).items()), torch.device("cpu")
     )
     with _no_cuda_calls():
         model.set_embed_and_head(embed, head)

@@ -31,6 +31,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,12 @@ def _nan_count(params: dict[str, torch.Tensor]) -> int:
     return sum(int(torch.isnan(p).sum()) for p in params.values() if p.is_floating_point())
 
 
-def _fresh(cls: Any, hf_config: Any, **kw: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    model = cls(config=hf_config, quant_config=None, **kw)
+def _fresh(
+    cls: Any, hf_config: Any, quant_config: Any = None, **kw: Any
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The class built as SGLang builds the draft (with its quantization config, if any),
+    every floating parameter NaN (float8_e4m3fn has a NaN too, 0x7f)."""
+    model = cls(config=hf_config, quant_config=quant_config, **kw)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for p in params.values():
@@ -135,13 +140,17 @@ def _fresh(cls: Any, hf_config: Any, **kw: Any) -> tuple[Any, dict[str, torch.Te
 
 
 def _runner(
-    cls: Any, hf_config: Any, weights: dict[str, tuple[str, torch.Tensor]], **kw: Any
+    cls: Any,
+    hf_config: Any,
+    weights: dict[str, tuple[str, torch.Tensor]],
+    quant_config: Any = None,
+    **kw: Any,
 ) -> tuple[list[str], set[str], Any]:
     """One draft model runner: (unfilled parameters, source tensors it uses, model).
 
     ``weights``: name as the runner sees it -> (name in the draft dir, tensor).
     """
-    model, params = _fresh(cls, hf_config, **kw)
+    model, params = _fresh(cls, hf_config, quant_config, **kw)
     model.load_weights([(n, t) for n, (_, t) in weights.items()])  # one call, as SGLang
     full = _nan_count(params)
     unfilled = sorted(n for n, p in params.items() if p.is_floating_point() and p.isnan().any())
@@ -151,7 +160,7 @@ def _runner(
     # nothing; any other failure is the probe's, never evidence of use
     used = set()
     for name, (source, t) in weights.items():
-        probe, probe_params = _fresh(cls, hf_config, **kw)
+        probe, probe_params = _fresh(cls, hf_config, quant_config, **kw)
         try:
             probe.load_weights([(n, w) for n, (_, w) in weights.items() if n != name])
         except Exception as exc:
@@ -166,22 +175,31 @@ def _runner(
     return unfilled, used, model
 
 
-def load_draft(draft: str, steps: int | None = None) -> dict[str, Any]:
+def draft_weights(draft: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the draft directory (all its ``*.safetensors``)."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(draft).glob("*.safetensors")):
+        weights.update(load_file(f))
+    return weights
+
+
+def load_draft(draft: str, steps: int | None = None, quant_config: Any = None) -> dict[str, Any]:
     """What SGLang's draft class makes of ``draft`` (see the module docstring).
 
     ``steps``: multi-layer EAGLE (MiMo-V2, Step-3.5): SGLang builds one runner per draft
     step ``i`` with ``draft_model_idx=i`` and its loader's own MTP-layer filter.
+    ``quant_config``: the quantization config SGLang's loader derives from a quantized
+    draft's config (``None``, as for every unquantized draft).
     """
-    from safetensors.torch import load_file
     from sglang.srt.configs.model_config import ModelConfig
     from sglang.srt.model_loader.loader import DefaultModelLoader
     from sglang.srt.model_loader.utils import get_model_architecture
 
     config = ModelConfig(draft, is_draft_model=True)
     cls, arch = get_model_architecture(config)
-    weights: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(draft).glob("*.safetensors")):
-        weights.update(load_file(f))
+    weights = draft_weights(draft)
     unfilled: list[str] = []
     used: set[str] = set()
     for idx in range(steps) if steps else [None]:
@@ -191,7 +209,7 @@ def load_draft(draft: str, steps: int | None = None) -> dict[str, Any]:
         else:
             seen = _filtered(DefaultModelLoader, weights, idx)
             kw = {"draft_model_idx": idx}
-        step_unfilled, step_used, model = _runner(cls, config.hf_config, seen, **kw)
+        step_unfilled, step_used, model = _runner(cls, config.hf_config, seen, quant_config, **kw)
         unfilled += [u if idx is None else f"step {idx}: {u}" for u in step_unfilled]
         used |= step_used
     partial = [
@@ -227,18 +245,28 @@ def _filtered(
     return out
 
 
-def main(argv: list[str]) -> int:
+def run(argv: list[str], load: Callable[[str], dict[str, Any]]) -> int:
+    """SGLang set up once, then one JSON line per argument: ``load(arg)``, or the error
+    it raised (one draft's failure is a result, not a crash)."""
     placeholders = _placeholder_ops()
     init_sglang()
     for arg in argv:
-        draft, _, steps = arg.partition(":")  # DIR or DIR:STEPS (multi-layer EAGLE)
         try:
-            doc = load_draft(draft, int(steps) if steps else None)
-        except Exception as exc:  # one draft's failure is a result, not a crash
-            doc = {"draft": draft, "error": f"{type(exc).__name__}: {exc}"}
+            doc = load(arg)
+        except Exception as exc:
+            doc = {"draft": arg, "error": f"{type(exc).__name__}: {exc}"}
         doc["placeholder_ops"] = placeholders
         sys.stdout.write(json.dumps(doc) + "\n")
     return 0
+
+
+def _load_arg(arg: str) -> dict[str, Any]:
+    draft, _, steps = arg.partition(":")  # DIR or DIR:STEPS (multi-layer EAGLE)
+    return load_draft(draft, int(steps) if steps else None)
+
+
+def main(argv: list[str]) -> int:
+    return run(argv, _load_arg)
 
 
 if __name__ == "__main__":
