@@ -6,20 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .registry import register_head
-from .spec import HeadSpec
-
-_L = "model.layers.0."
+from .spec import HeadSpec, nextn_spec
 
 
 @register_head("deepseek_v3")
 def deepseek_v3(config: Mapping[str, Any]) -> HeadSpec:
-    return HeadSpec(
-        family="deepseek_v3",
-        module="transformers.models.deepseek_v3.modeling_deepseek_v3",
-        prefix="DeepseekV3",
-        embed_norm=_L + "enorm.weight",
-        hidden_norm=_L + "hnorm.weight",
-        proj=_L + "eh_proj.weight",
-        final_norm=_L + "shared_head.norm.weight",
-        layer=_L,
+    return nextn_spec(
+        "deepseek_v3", "transformers.models.deepseek_v3.modeling_deepseek_v3", "DeepseekV3"
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..checkpoints.checkpoint import language_config
 from .registry import register_head
-from .spec import HeadSpec
+from .spec import HeadSpec, qwen_mtp_spec
 
 
 @register_head("qwen3_5")
@@ -17,14 +17,7 @@ def qwen3_5(config: Mapping[str, Any]) -> HeadSpec:
     moe = str(language_config(dict(config)).get("model_type", "")).startswith("qwen3_5_moe")
     name = "qwen3_5_moe" if moe else "qwen3_5"
     prefix = "Qwen3_5Moe" if moe else "Qwen3_5"
-    return HeadSpec(
-        family="qwen3_5",
-        module=f"transformers.models.{name}.modeling_{name}",
-        prefix=prefix,
-        embed_norm="mtp.pre_fc_norm_embedding.weight",
-        hidden_norm="mtp.pre_fc_norm_hidden.weight",
-        proj="mtp.fc.weight",
-        final_norm="mtp.norm.weight",
-        layer="mtp.layers.0.",
+    return qwen_mtp_spec(
+        "qwen3_5", f"transformers.models.{name}.modeling_{name}", prefix,
         rotary=prefix + "TextRotaryEmbedding",
-    )
+    )  # fmt: skip

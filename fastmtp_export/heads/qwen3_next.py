@@ -7,18 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .registry import register_head
-from .spec import HeadSpec
+from .spec import HeadSpec, qwen_mtp_spec
 
 
 @register_head("qwen3_next")
 def qwen3_next(config: Mapping[str, Any]) -> HeadSpec:
-    return HeadSpec(
-        family="qwen3_next",
-        module="transformers.models.qwen3_next.modeling_qwen3_next",
-        prefix="Qwen3Next",
-        embed_norm="mtp.pre_fc_norm_embedding.weight",
-        hidden_norm="mtp.pre_fc_norm_hidden.weight",
-        proj="mtp.fc.weight",
-        final_norm="mtp.norm.weight",
-        layer="mtp.layers.0.",
+    return qwen_mtp_spec(
+        "qwen3_next", "transformers.models.qwen3_next.modeling_qwen3_next", "Qwen3Next"
     )

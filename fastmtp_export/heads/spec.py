@@ -83,3 +83,35 @@ class HeadSpec:
             if layer_name.startswith(new):
                 return self.layer + old + layer_name.removeprefix(new)
         return self.layer + layer_name
+
+
+def nextn_spec(family: str, module: str, prefix: str) -> HeadSpec:
+    """DeepSeek's NextN layout, which GLM-4.5 shares: the layer renamed
+    ``model.layers.0.``, ``enorm``/``hnorm``/``eh_proj`` and ``shared_head.norm``."""
+    layer = "model.layers.0."
+    return HeadSpec(
+        family=family,
+        module=module,
+        prefix=prefix,
+        embed_norm=layer + "enorm.weight",
+        hidden_norm=layer + "hnorm.weight",
+        proj=layer + "eh_proj.weight",
+        final_norm=layer + "shared_head.norm.weight",
+        layer=layer,
+    )
+
+
+def qwen_mtp_spec(family: str, module: str, prefix: str, rotary: str = "") -> HeadSpec:
+    """Qwen3-Next's MTP layout, which Qwen3.5 shares: ``mtp.pre_fc_norm_embedding`` /
+    ``pre_fc_norm_hidden``, ``mtp.fc``, ``mtp.layers.0.`` and ``mtp.norm``."""
+    return HeadSpec(
+        family=family,
+        module=module,
+        prefix=prefix,
+        embed_norm="mtp.pre_fc_norm_embedding.weight",
+        hidden_norm="mtp.pre_fc_norm_hidden.weight",
+        proj="mtp.fc.weight",
+        final_norm="mtp.norm.weight",
+        layer="mtp.layers.0.",
+        rotary=rotary,
+    )
