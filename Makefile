@@ -13,8 +13,16 @@ SGLANG_PINS := sglang==0.5.23 sglang-kernel==0.4.10
 LANE_REQS := constraints/sglang-lane.txt
 CUDA_STUB := $(VENV)/cudastub/libcuda.so.1
 
+# The vLLM contract lane (docs/vllm.md): vLLM in its own venv, layered on .venv (a .pth
+# file adds .venv's site-packages after its own), since vLLM pins torch 2.14.0 and
+# SGLang 2.14.1; --no-deps, as for SGLang, plus the few modules loading a draft imports.
+VLLM_VENV := .venv-vllm
+VLLM_PIN := vllm==0.34.0
+VLLM_REQS := constraints/vllm-lane.txt
+PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
+
 # install: the base package; demo: the base package and the eval extra; dev: every extra.
-.PHONY: install dev lane demo test quality style docs bench clean
+.PHONY: install dev lane vllm-lane demo test quality style docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +56,22 @@ $(CUDA_STUB): tests/sglang_lane/cudastub.c | $(BIN)/python
 
 lane: $(VENV)/.installed-sglang $(CUDA_STUB)
 
+$(VLLM_VENV)/.installed: $(VENV)/.installed-sglang $(VLLM_REQS)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(BIN)/python -c '$(PURELIB)' > "$$($(VLLM_VENV)/bin/python -c '$(PURELIB)')/zz_fastmtp_dev.pth"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(VLLM_PIN)
+	$(VLLM_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -r $(VLLM_REQS)
+	touch $@
+
+vllm-lane: $(VLLM_VENV)/.installed
+
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed-eval
 	$(BIN)/fastmtp-export demo
 
-test: lane
+test: lane vllm-lane
 	$(BIN)/python -m pytest
 
 # mypy checks sglang_patch against the SGLang it runs with: the lane's install, as for tests
@@ -79,4 +96,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_eval.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -95,7 +95,9 @@ def format_generated() -> str:
         lines += [
             f"### Tensor contract: `{contract.family}`"
             + (f", {contract.variant}" if contract.variant else "")
-            + f" (SGLang `{contract.sglang_class}`)",
+            + f" (SGLang `{contract.sglang_class}`"
+            + (f"; vLLM `{contract.vllm_class}`" if contract.vllm_class else "")
+            + ")",
             "",
             contract.legend,
             "",

@@ -1,4 +1,5 @@
-"""``export_draft``: source checkpoint -> SGLang EAGLE-algorithm MTP draft directory."""
+"""``export_draft``: source checkpoint -> SGLang EAGLE-algorithm MTP draft directory
+(one that vLLM's MTP classes load too; ``engine="vllm"`` where the layouts differ)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .._util.units import human_bytes
 from ..checkpoints.checkpoint import SourceCheckpoint, language_config
 from ..checkpoints.hub_source import HubShards, open_hub_checkpoint, parse_repo_ref
 from ..checkpoints.readers import resolve_reader
+from ..checkpoints.readers.base import ENGINES, Engine
 from ..checkpoints.trainers import as_release
 from ..errors import SourceError, TokenMapError
 from ..maps.eos import model_eos_ids
@@ -41,6 +43,8 @@ class ExportResult:
     manifest: mf.Manifest
     bytes_written: int
     seconds: float
+    #: engine -> the class that loads the draft (``sglang``, and ``vllm`` where it can).
+    engines: dict[str, str] | None = None
     #: for a Hub source: bytes fetched over HTTP, and the size of its weight shards.
     bytes_read: int | None = None
     source_bytes: int | None = None
@@ -61,6 +65,7 @@ def export_draft(
     token_maps: Path | None = None,
     token_map: Sequence[str] = (),
     default_lang: str | None = None,
+    engine: Engine = "sglang",
 ) -> ExportResult:
     """Export the MTP head of ``source`` into the draft directory ``out``.
 
@@ -81,6 +86,9 @@ def export_draft(
         token_maps: a ``token-map build`` directory whose maps ship in the artifact.
         token_map: ``LANG=PATH`` maps to ship (override the directory's per language).
         default_lang: the map for unknown languages (default: the largest corpus).
+        engine: write the layout this engine needs where the engines' layouts differ
+            (``"vllm"``: the NextN families keep the release's layer numbering, a draft
+            that SGLang loads as well; the other families have one layout for both).
 
     Raises:
         FastMTPError: any user-facing problem, with a one-line message.
@@ -90,15 +98,22 @@ def export_draft(
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}")
     start = time.perf_counter()
     ckpt = as_release(open_source(source, revision), base_config)
-    reader = resolve_reader(ckpt, family)
+    reader = resolve_reader(ckpt, family).layout(engine)
     if reader.NO_MAPS is not None and (token_maps is not None or token_map):
         raise TokenMapError(
             f"{source} is a {reader.family} checkpoint: {reader.NO_MAPS}; "
             "export it without --token-maps / --token-map"
         )
     plan = reader.plan(ckpt, mtp_layer, quantized=True)  # write_draft reads block FP8
+    if engine == "vllm" and plan.quant is not None and DTYPES[dtype] is None:
+        raise SourceError(
+            f"--for vllm cannot keep the FP8 head of {source}: only unquantized drafts are "
+            "checked against vLLM's loader; pass --dtype bf16 to dequantize it"
+        )
     maps = collect_maps(  # validated before anything is written
         token_maps=token_maps,
         token_map=token_map,
@@ -128,6 +143,7 @@ def export_draft(
             on_bytes=advance,
         )
         manifest = files.manifest
+        engines = reader.engines(plan.source_config, manifest.tensors.keys())
         if maps is not None:
             map_files, info = maps.ship(tmp)
             manifest = manifest.model_copy(
@@ -145,7 +161,8 @@ def export_draft(
                 f", union of {info.union.size} ids" if info.union else "",
             )
         (tmp / mf.MANIFEST_NAME).write_text(manifest.canonical_json())
-        write_card(tmp, manifest, CardOptions(), licence_from=ckpt.path)
+        write_card(tmp, manifest, CardOptions(engines=engines), licence_from=ckpt.path)
+    log.info("the draft loads in %s", ", ".join(f"{e} ({cls})" for e, cls in engines.items()))
     read = size = None
     if isinstance(ckpt.shards, HubShards):
         read = ckpt.shards.bytes_read
@@ -157,7 +174,7 @@ def export_draft(
         )  # fmt: skip
     return ExportResult(
         Path(out).absolute(), manifest, files.bytes_written, time.perf_counter() - start,
-        read, size,
+        engines, read, size,
     )  # fmt: skip
 
 

@@ -4,7 +4,9 @@ Checks what would otherwise fail late or silently at serve time: files listed in
 manifest exist with the recorded size and sha256, the safetensors key set and shapes
 are exactly SGLang's loader contract for the config, the config carries what
 SGLang needs (base architecture, ``num_nextn_predict_layers: 1``), and every shipped
-token map is servable (in range, no duplicates, EOS present, one K).
+token map is servable (in range, no duplicates, EOS present, one K). A valid draft's
+layout says which engines load it (``engines``: SGLang always, vLLM where its MTP class
+reads that layout; docs/vllm.md).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..errors import ArtifactError, FastMTPError
 from ..maps.ranking import load_ranking
 from ..maps.token_map import load_token_map
 from . import manifest as mf
-from .launch import sglang_command
+from .launch import sglang_command, vllm_command
 from .model_card import CARD_NAME
 
 
@@ -38,6 +40,8 @@ class ArtifactReport:
     #: name -> (dtype, shape, file) as found in the safetensors headers
     tensors: dict[str, tuple[str, tuple[int, ...], str]] = field(default_factory=dict)
     hashes_checked: int = 0
+    #: engine -> the class that loads this layout (``sglang``, ``vllm``; docs/vllm.md)
+    engines: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -55,6 +59,10 @@ class ArtifactReport:
 
     def launch_command(self, base: str | None = None, *, static_map: bool = False) -> list[str]:
         return sglang_command(self.path, self.manifest, base, static_map=static_map)
+
+    def vllm_command(self, base: str | None = None) -> list[str] | None:
+        """``vllm serve`` for this draft, or ``None`` when vLLM cannot load its layout."""
+        return vllm_command(self.path, self.manifest, base) if "vllm" in self.engines else None
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -75,10 +83,12 @@ class ArtifactReport:
             "languages": sorted(m.token_maps.languages) if m.token_maps else [],
             "token_maps": m.token_maps.model_dump() if m.token_maps else None,
             "source": m.source.model_dump(),
+            "engines": self.engines,
             "sglang_command": self.launch_command(),
             "sglang_command_static_map": (
                 self.launch_command(static_map=True) if m.token_maps else None
             ),
+            "vllm_command": self.vllm_command(),
         }
 
 
@@ -130,7 +140,7 @@ def _load_config(report: ArtifactReport) -> dict[str, Any]:
     if reader is None:
         report.problems.append(f"unknown family {report.manifest.family!r}")
         return config
-    report.problems += reader.draft_config_problems(config)
+    report.problems += reader.draft_layout(config).draft_config_problems(config)
     return config
 
 
@@ -169,13 +179,19 @@ def _check_tensors(report: ArtifactReport, config: dict[str, Any]) -> None:
     reader = READERS.get(report.manifest.family)
     if reader is not None and config:
         try:
+            reader = reader.draft_layout(config)
             shapes = {k: v[1] for k, v in report.tensors.items()}
             contract = reader.contract_for(config, shapes.keys())
             fp8 = sorted(k for k, v in report.tensors.items() if v[0] == FP8_CODE)
             scheme = block_fp8(config)
             report.problems += _fp8_config_problems(fp8, scheme is not None)
             block = scheme.block if scheme is not None else (128, 128)
-            report.problems += contract_problems(contract, config, shapes, fp8=fp8, block=block)
+            problems = contract_problems(contract, config, shapes, fp8=fp8, block=block)
+            report.problems += problems
+            if not problems:
+                report.engines = reader.engines(config, shapes.keys())
+                if fp8:  # vLLM's loading of a kept FP8 head is not checked here
+                    report.engines.pop("vllm", None)
         except FastMTPError as exc:
             report.problems.append(str(exc))
 

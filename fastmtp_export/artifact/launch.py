@@ -1,7 +1,8 @@
-"""The SGLang command line that serves an artifact next to its base model."""
+"""The command lines that serve an artifact next to its base model (SGLang, vLLM)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -41,3 +42,25 @@ def sglang_command_text(
 ) -> str:
     """:func:`sglang_command` quoted for a POSIX shell."""
     return shlex.join(sglang_command(artifact, manifest, base, static_map=static_map))
+
+
+#: K=3 chain speculation, FastMTP's setting: vLLM reruns the one MTP layer per step
+VLLM_SPECULATIVE_TOKENS = 3
+
+
+def vllm_command(artifact: Path, manifest: Manifest, base: str | None = None) -> list[str]:
+    """argv for ``vllm serve`` with this draft (``speculative_config`` method ``mtp``).
+
+    vLLM drafts over the full vocabulary: it has no MTP token map, so the artifact's maps
+    are not used. Only for an artifact whose layout vLLM's MTP class loads
+    (``inspect``'s engines; docs/vllm.md).
+    """
+    spec = {
+        "method": "mtp",
+        "model": str(artifact),
+        "num_speculative_tokens": VLLM_SPECULATIVE_TOKENS,
+    }
+    argv = ["vllm", "serve", base or manifest.source.path]
+    if manifest.sglang.base_needs_trust_remote_code:
+        argv.append("--trust-remote-code")
+    return argv + ["--speculative-config", json.dumps(spec)]

@@ -10,12 +10,13 @@ MTP head (docs/format.md).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._util.units import human_bytes, percent, percents
-from .launch import sglang_command
+from .launch import sglang_command, vllm_command
 from .manifest import Manifest
 
 CARD_NAME = "README.md"
@@ -37,6 +38,9 @@ class CardOptions:
     base_model: str | None = None  # Hub id of the base; else the manifest's source.repo_id
     base_revision: str | None = None
     license: str | None = None  # inherited from the base's card or config when None
+    #: engine -> draft class, from the reader (``export``) or ``inspect`` (``push``);
+    #: adds a vLLM section when the draft's layout serves vLLM
+    engines: Mapping[str, str] = field(default_factory=dict)
 
 
 def inherited_license(base_dir: Path) -> str | None:
@@ -76,7 +80,7 @@ def render_card(manifest: Manifest, opts: CardOptions, licence_from: Path | None
         license=lic,
         language=sorted(maps.languages) if maps else None,
         library_name=LIBRARY_NAME,
-        tags=[*TAGS, manifest.family],
+        tags=[*TAGS, *(["vllm"] if "vllm" in opts.engines else []), manifest.family],
         model_name=opts.repo_id or "fastmtp-draft",
         eval_results=_eval_results(manifest) or None,
         base_model_revision=revision,
@@ -222,6 +226,19 @@ def _body(
         if maps.union:
             u = maps.union
             lines.append(f"| union | {u.size:,} | `{u.file}` | {percents(u.coverage) or '-'} |")
+    if "vllm" in opts.engines:
+        vllm = vllm_command(Path(repo), manifest, base_ref)
+        lines += [
+            "",
+            "## Serve with vLLM",
+            "",
+            f"vLLM's `{opts.engines['vllm']}` loads this draft (`method: mtp`, over the full"
+            " vocabulary: vLLM has no hot-token map for MTP drafts):",
+            "",
+            "```bash",
+            " \\\n  ".join([shlex.join(vllm[:-2]), shlex.join(vllm[-2:])]),
+            "```",
+        ]
     lines += _evaluation_section(manifest)
     lines += [
         "",

@@ -76,6 +76,9 @@ class DraftContract:
     #: shape symbols those layers need in whole blocks of rows (fused or merged
     #: projections and the MoE experts); SGLang refuses to build them otherwise.
     fp8_aligned: tuple[str, ...] = ()
+    #: the class vLLM 0.34 builds for a draft of this layout (``method: mtp``), or
+    #: ``None`` where vLLM cannot load this layout (tests/checkpoints/test_vllm_contract.py).
+    vllm_class: str | None = None
 
 
 def int_field(config: Mapping[str, Any], key: str, default: int | None = None) -> int:

@@ -24,7 +24,13 @@ EXAMPLES = """Examples:
   fastmtp-export export ./MiMo-7B-RL --out ./draft --token-maps ./maps --default-lang en
   fastmtp-export export XiaomiMiMo/MiMo-7B-RL --out ./draft          # reads 0.42 of 15.7 GB
   fastmtp-export export Qwen/Qwen3-Next-80B-A3B-Instruct@main --out ./draft --json
+  fastmtp-export export zai-org/GLM-4.5 --out ./draft --for vllm     # vLLM and SGLang
 """
+
+
+class Engine(StrEnum):
+    sglang = "sglang"
+    vllm = "vllm"
 
 
 class DType(StrEnum):
@@ -120,6 +126,15 @@ def export(
         str | None,
         typer.Option(help="Map for requests of unknown language [default: the largest corpus]."),
     ] = None,
+    for_engine: Annotated[
+        Engine,
+        typer.Option(
+            "--for",
+            help="The engine whose draft layout to write where the engines differ: vllm "
+            "keeps DeepSeek-V3's and GLM-4.5's release layer numbering, a draft SGLang "
+            "loads too (docs/vllm.md); other families write one layout for both.",
+        ),
+    ] = Engine.sglang,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -128,10 +143,12 @@ def export(
 
     Reads only the MTP tensors (shard by shard), writes model.safetensors, config.json,
     the validated token maps (freq_<lang>_<K>.pt) and the fastmtp.json manifest into
-    DIR atomically, and prints DIR (or JSON).
+    DIR atomically, and prints DIR (or JSON). The log names the engines that load it.
     """
+    import shlex
+
     from ..artifact.export import export_draft
-    from ..artifact.launch import sglang_command, sglang_command_text
+    from ..artifact.launch import sglang_command, sglang_command_text, vllm_command
 
     setup_logging(quiet)
     result = export_draft(
@@ -148,8 +165,11 @@ def export(
         token_maps=token_maps,
         token_map=token_map or (),
         default_lang=default_lang,
+        engine=for_engine.value,
     )
     m = result.manifest
+    engines = result.engines or {}
+    vllm = vllm_command(result.out, m) if "vllm" in engines else None
     if json_out:
         emit_json(
             {
@@ -166,7 +186,9 @@ def export(
                 "seconds": round(result.seconds, 3),
                 "files": {k: v.model_dump() for k, v in m.files.items()},
                 "token_maps": m.token_maps.model_dump() if m.token_maps else None,
+                "engines": engines,
                 "sglang_command": sglang_command(result.out, m),
+                "vllm_command": vllm,
             }
         )
         return
@@ -179,4 +201,6 @@ def export(
         result.seconds,
     )
     log.info("serve with:\n  %s", sglang_command_text(result.out, m))
+    if vllm is not None:
+        log.info("or with vLLM (full vocabulary):\n  %s", shlex.join(vllm))
     typer.echo(str(result.out))

@@ -29,6 +29,12 @@ def render(report: ArtifactReport) -> str:
         + (f", a {m.source.trainer} checkpoint" if m.source.trainer else "")
         + ")",
         f"hashes     {report.hashes_checked}/{len(m.files)} files checked",
+        "engines    "
+        + (
+            ", ".join(f"{_ENGINE_NAMES[e]} ({cls})" for e, cls in report.engines.items())
+            if report.engines
+            else "none (the draft is invalid)"
+        ),
         "files",
     ]
     lines += [
@@ -77,7 +83,15 @@ def render(report: ArtifactReport) -> str:
             + (": the union)" if maps.union else ")"),
             "  " + shlex.join(report.launch_command(static_map=True)),
         ]
+    vllm = report.vllm_command()
+    if vllm is not None:
+        lines += ["vLLM (full vocabulary: vLLM has no MTP token map)", "  " + shlex.join(vllm)]
+    elif report.ok:
+        lines.append("vLLM       cannot load this layout; export with --for vllm (docs/vllm.md)")
     return "\n".join(lines)
+
+
+_ENGINE_NAMES = {"sglang": "SGLang", "vllm": "vLLM"}
 
 
 @handle_errors
@@ -91,7 +105,8 @@ def inspect(
     """Validate an exported artifact offline and print its summary.
 
     Checks file sizes and sha256 against fastmtp.json, the tensor key set and shapes
-    against SGLang's loader contract, and the config. Exits 1 on any mismatch.
+    against SGLang's loader contract, and the config, and names the engines whose MTP
+    class loads the draft (SGLang; vLLM where its layout allows). Exits 1 on any mismatch.
     """
     from ..artifact.inspect import inspect_artifact
 

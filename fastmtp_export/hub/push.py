@@ -8,6 +8,7 @@ leaves the repository as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +113,8 @@ def plan_push(artifact: Path, repo_id: str, card: CardOptions) -> PushPlan:
                 sha256_file(manifest_path),
             )
         )
+    if not card.engines:  # what this artifact's layout serves, as inspect found it
+        card = dataclasses.replace(card, engines=report.engines)
     text = render_card(manifest, card, licence_from=artifact)
     data = text.encode()
     files.append(UploadFile(CARD_NAME, artifact / CARD_NAME, len(data), sha256_bytes(data), data))

@@ -166,7 +166,15 @@ def test_families_lists_every_reader_and_what_sglang_serves(runner: CliRunner) -
     assert not rows["mimo_v2"]["token_maps"]
     assert rows["mimo_v2"]["multi_layer_eagle"]
     assert "multi-layer EAGLE" in rows["step3p5"]["no_maps_reason"]
+    # vLLM: every family has a class (test_vllm_contract.py loads each); NextN needs --for
+    assert all(row["vllm_class"] for row in rows.values())
+    assert rows["deepseek_v3"]["vllm_class"] == "DeepSeekMTP"
+    assert [f for f, row in rows.items() if row["vllm_needs_for_vllm"]] == [
+        "deepseek_v3",
+        "glm4_moe",
+    ]
     text = runner.invoke(app, ["families"]).stdout
+    assert "vLLM DeepSeekMTP (--for vllm)" in text
     assert "qwen3_5" in text
     assert "full vocabulary only" in text
     assert "eval, train" in text

@@ -19,7 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ...errors import ContractError, ShapeMismatchError, SourceError
 from ..checkpoint import SourceCheckpoint
@@ -28,6 +28,10 @@ from ..quantization import QuantizedHead, judge_quantization, quantization_keys
 from ..safetensors_io import TensorInfo
 
 log = logging.getLogger(__name__)
+
+#: the serving engines a draft is written for (``export --for``)
+Engine = Literal["sglang", "vllm"]
+ENGINES: tuple[Engine, ...] = ("sglang", "vllm")
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,34 @@ class MTPReader(ABC):
     def contracts(self) -> tuple[DraftContract, ...]:
         """Every contract variant of the family (docs)."""
         return (self.contract,)
+
+    def layout(self, engine: Engine) -> MTPReader:
+        """The reader that writes this family's draft for ``engine``. Most families have
+        one draft layout that both engines load (tests/checkpoints/test_vllm_contract.py);
+        the NextN families keep the release's layer numbering for vLLM (readers/nextn.py).
+
+        Raises:
+            SourceError: ``engine`` has no MTP draft class for this family.
+        """
+        if engine == "vllm" and all(c.vllm_class is None for c in self.contracts()):
+            raise SourceError(
+                f"vLLM has no MTP draft class for {self.family}; export it with --for sglang"
+            )
+        return self
+
+    def draft_layout(self, config: Mapping[str, Any]) -> MTPReader:
+        """The reader whose layout a written draft with this ``config`` has (``inspect``)."""
+        return self
+
+    def engines(
+        self, config: Mapping[str, Any], names: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """Engine -> the class that loads a draft of this layout with this config."""
+        contract = self.contract_for(config, names)
+        served = {"sglang": contract.sglang_class}
+        if contract.vllm_class is not None:
+            served["vllm"] = contract.vllm_class
+        return served
 
     def mtp_layers(self, ckpt: SourceCheckpoint) -> tuple[int, ...]:
         """MTP layer indices present in the source (0 = the first MTP layer), ascending."""

@@ -68,3 +68,4 @@ class DeepSeekV3Reader(NextNReader):
     family = "deepseek_v3"
     architectures = ("DeepseekV3ForCausalLM",)
     contract = DEEPSEEK_V3_CONTRACT
+    VLLM_CLASS = "DeepSeekMTP"

@@ -61,11 +61,12 @@ class Glm4MoeReader(NextNReader):
     family = "glm4_moe"
     architectures = ("Glm4MoeForCausalLM",)
     contract = GLM4_MOE_QK_NORM
+    VLLM_CLASS = "Glm4MoeMTP"
 
-    def contract_for(
+    def sglang_contract(
         self, config: Mapping[str, Any], names: Collection[str] | None = None
     ) -> DraftContract:
         return _contract(bool(config.get("use_qk_norm")), bool(config.get("attention_bias", True)))
 
-    def contracts(self) -> tuple[DraftContract, ...]:
+    def sglang_contracts(self) -> tuple[DraftContract, ...]:
         return (GLM4_MOE_QK_NORM, GLM4_MOE_AIR)

@@ -39,6 +39,7 @@ LONGCAT_FLASH_CONTRACT = DraftContract(
     family="longcat_flash",
     architecture="LongcatFlashForCausalLM",
     sglang_class="LongcatFlashForCausalLMNextN",
+    vllm_class="LongCatFlashMTP",
     tensors={
         _L + "enorm.m.weight": ("H",),
         _L + "hnorm.m.weight": ("H",),

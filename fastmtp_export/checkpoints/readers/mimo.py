@@ -27,6 +27,7 @@ MIMO_CONTRACT = DraftContract(
     family="mimo",
     architecture="MiMoForCausalLM",
     sglang_class="MiMoMTP",
+    vllm_class="MiMoMTP",
     tensors={
         _MIMO + "token_layernorm.weight": ("H",),
         _MIMO + "hidden_layernorm.weight": ("H",),

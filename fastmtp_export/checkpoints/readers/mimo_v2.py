@@ -22,7 +22,7 @@ from typing import Any
 from ..contract import DraftContract, int_field
 from . import register_reader
 from .base import ReleaseConfigReader
-from .layouts import dense_mlp, layer_norms, nextn_fusion
+from .layouts import dense_mlp, nextn_fusion
 
 _L = "model.mtp.layers.{layer}."
 
@@ -54,7 +54,11 @@ def _contract(sink: bool) -> DraftContract:
     tensors: dict[str, tuple[str, ...]] = {
         **nextn_fusion(_L),
         _L + "final_layernorm.weight": ("H",),
-        **layer_norms(_L),
+        # the release's name for the post-attention norm of its MTP layers (SGLang's
+        # MiMoV2MTP maps it onto post_attention_layernorm; vLLM's MiMoV2MTP reads
+        # this name only, and a draft saying post_attention_layernorm fails its loader)
+        _L + "input_layernorm.weight": ("H",),
+        _L + "pre_mlp_layernorm.weight": ("H",),
         _L + "self_attn.q_proj.weight": ("SQ", "H"),
         _L + "self_attn.k_proj.weight": ("SK", "H"),
         _L + "self_attn.v_proj.weight": ("SV", "H"),
@@ -68,6 +72,7 @@ def _contract(sink: bool) -> DraftContract:
         variant="with attention sink bias" if sink else "no attention sink bias",
         architecture="MiMoV2FlashForCausalLM",
         sglang_class="MiMoV2MTP",
+        vllm_class="MiMoV2MTP",
         tensors=tensors,
         dims=mimo_v2_dims,
         legend=(

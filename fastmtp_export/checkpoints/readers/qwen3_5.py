@@ -42,7 +42,7 @@ _FUSED_MOE = {
 }
 
 
-def _contract(variant: str, mlp: dict[str, tuple[str, ...]]) -> DraftContract:
+def _contract(variant: str, mlp: dict[str, tuple[str, ...]], vllm: str) -> DraftContract:
     return DraftContract(
         family="qwen3_5",
         variant=variant,
@@ -51,12 +51,13 @@ def _contract(variant: str, mlp: dict[str, tuple[str, ...]]) -> DraftContract:
         tensors={**QWEN_FUSION, **QWEN_ATTENTION, **mlp},
         dims=qwen_dims,
         legend=QWEN_LEGEND,
+        vllm_class=vllm,
     )
 
 
-QWEN3_5_DENSE = _contract("dense", dense_mlp(_L + "mlp."))
-QWEN3_5_MOE = _contract("MoE, experts per expert", QWEN_MOE)
-QWEN3_5_MOE_FUSED = _contract("MoE, experts fused", _FUSED_MOE)
+QWEN3_5_DENSE = _contract("dense", dense_mlp(_L + "mlp."), "Qwen3_5MTP")
+QWEN3_5_MOE = _contract("MoE, experts per expert", QWEN_MOE, "Qwen3_5MoeMTP")
+QWEN3_5_MOE_FUSED = _contract("MoE, experts fused", _FUSED_MOE, "Qwen3_5MoeMTP")
 
 _TIE = "tie_word_embeddings"
 

@@ -79,6 +79,7 @@ QWEN3_NEXT_CONTRACT = DraftContract(
     family="qwen3_next",
     architecture="Qwen3NextForCausalLM",
     sglang_class="Qwen3NextForCausalLMMTP",
+    vllm_class="Qwen3NextMTP",
     tensors={**QWEN_FUSION, **QWEN_ATTENTION, **QWEN_MOE},
     dims=qwen_dims,
     legend=QWEN_LEGEND,

@@ -74,6 +74,7 @@ def _contract(gate: bool) -> DraftContract:
         variant="head-wise attention gate" if gate else "no attention gate",
         architecture="Step3p5ForCausalLM",
         sglang_class="Step3p5MTP",
+        vllm_class="Step3p5MTP",
         tensors=tensors,
         dims=step3p5_dims,
         legend=(
