@@ -107,6 +107,8 @@ def inspect_artifact(path: Path, *, check_hashes: bool = True) -> ArtifactReport
     config = _load_config(report)
     _check_tensors(report, config)
     _check_maps(report, config)
+    if report.problems:  # an invalid draft is served by no engine
+        report.engines = {}
     return report
 
 

@@ -321,14 +321,19 @@ def artifact_head(
     model: Any, artifact: Path, dtype: torch.dtype | None = None, family: str = "mimo"
 ) -> DraftHead:
     """The exported ``family`` draft in ``artifact`` on a loaded target ``model``
-    (transformers): its embedding and ``lm_head`` shared, as SGLang shares them."""
+    (transformers): its embedding and ``lm_head`` shared, as SGLang shares them. Either
+    layout of a NextN draft (``export --for vllm`` keeps the release's numbering)."""
+    from ..checkpoints.readers import READERS
     from ..maps.eos import read_json
 
     device = next(model.parameters()).device
+    config = read_json(artifact / "config.json")
+    reader = READERS[family].draft_layout(config)
+    weights, config = reader.default_layout(load_artifact_weights(artifact), config)
     return reference_head(
         family,
-        {k: v.to(device) for k, v in load_artifact_weights(artifact).items()},
-        read_json(artifact / "config.json"),
+        {k: v.to(device) for k, v in weights.items()},
+        config,
         model.get_input_embeddings().weight.detach(),  # [V, H]
         model.get_output_embeddings().weight.detach(),  # [V, H]
         dtype,

@@ -97,6 +97,22 @@ def test_eval_measures_the_known_acceptance(case: FamilyCase, shared: dict[str, 
     assert modes["zh"]["languages"]["en"]["accept_length"] == foreign
 
 
+@pytest.mark.parametrize(
+    "case", [c for c in EVAL_CASES if c.id in ("deepseek_v3", "glm4_moe")], ids=lambda c: c.id
+)
+def test_eval_reads_the_vllm_layout_of_a_nextn_draft(
+    case: FamilyCase, shared: dict[str, Path]
+) -> None:
+    """``export --for vllm`` keeps the release's layer number; eval drafts with it the
+    same (every draft accepted), not with an unloaded layer."""
+    src = write_family_oracle(shared["root"] / f"{case.id}-vllm" / "src", case.family, case.config)
+    draft = export_cli(src, src.parent / "draft", "--for", "vllm")
+    assert json.loads((draft / "config.json").read_text())["num_hidden_layers"] != 1
+    doc = _eval(shared, src, draft, "--vocab", "full")
+    assert doc["lossless"], doc["mismatches"]
+    assert doc["modes"]["full"]["all"]["accept_length"] == 4.0
+
+
 def test_speculation_on_a_recurrent_target_rolls_back_rejections(
     shared: dict[str, Path],
 ) -> None:

@@ -126,6 +126,14 @@ class MTPReader(ABC):
         """The reader whose layout a written draft with this ``config`` has (``inspect``)."""
         return self
 
+    def default_layout(
+        self, weights: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A written draft's tensors and config as this family's default export names
+        them (what the reference heads read): unchanged but for the NextN families'
+        release-numbered layout."""
+        return dict(weights), dict(config)
+
     def engines(
         self, config: Mapping[str, Any], names: Collection[str] | None = None
     ) -> dict[str, str]:

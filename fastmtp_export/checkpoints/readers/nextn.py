@@ -113,6 +113,19 @@ class NextNReader(MTPReader):
             return self.layout("vllm")
         return self
 
+    def default_layout(
+        self, weights: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not self.release_numbered:
+            return super().default_layout(weights, config)
+        plain = copy.copy(self)
+        plain.release_numbered = False
+        at = RELEASE_LAYER.format(layer=self.layer_offset(config))
+        renamed = {
+            DRAFT_LAYER + n[len(at) :] if n.startswith(at) else n: t for n, t in weights.items()
+        }
+        return renamed, plain.draft_config(config, None)[0]
+
     def _remap(self, config: Mapping[str, Any], layer: int) -> list[tuple[str, str]]:
         if not self.release_numbered:
             return super()._remap(config, layer)
