@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fastmtp_export.artifact.inspect import inspect_artifact
@@ -18,7 +20,7 @@ from fastmtp_export.checkpoints.synthetic import write_synthetic
 from fastmtp_export.cli import app
 
 from ..checkpoints.families import CASES, DEEPSEEK_V3, DEEPSEEK_V3_FP8, FP8_BLOCK, FamilyCase
-from ..conftest import assert_one_line_error, export_cli, nothing_written
+from ..conftest import assert_one_line_error, export_cli, nothing_written, source_tensors
 
 
 def _case(case_id: str) -> FamilyCase:
@@ -80,6 +82,24 @@ def test_one_layout_serves_both_where_the_engines_agree(case_id: str, tmp_path: 
     for name in listed:
         assert (default / name).read_bytes() == (vllm / name).read_bytes(), name
     assert set(inspect_artifact(default).engines) == {"sglang", "vllm"}
+
+
+def test_for_vllm_exports_a_later_mtp_layer_in_the_first_slot(tmp_path: Path) -> None:
+    """vLLM reads ``num_nextn_predict_layers`` layers from ``num_hidden_layers`` on: the
+    chosen layer goes to the first, and the config says one."""
+    config = {**DEEPSEEK_V3, "num_nextn_predict_layers": 2}
+    src = write_synthetic(tmp_path / "src", "deepseek_v3", config, num_mtp_layers=2)
+    out = export_cli(src, tmp_path / "d", "--for", "vllm", "--mtp-layer", "1")
+    layer = DEEPSEEK_V3["num_hidden_layers"]
+    draft = json.loads((out / "config.json").read_text())
+    assert draft["num_nextn_predict_layers"] == 1
+    assert draft["num_hidden_layers"] == layer
+    report = inspect_artifact(out)
+    assert report.ok, report.problems
+    name = f"model.layers.{layer}.eh_proj.weight"
+    got = load_file(out / "model.safetensors")[name]
+    want = source_tensors(src, lambda n: n == f"model.layers.{layer + 1}.eh_proj.weight")
+    assert torch.equal(got, next(iter(want.values())))
 
 
 def test_a_mixed_nextn_layout_is_neither_engines(deepseek: Path, tmp_path: Path) -> None:

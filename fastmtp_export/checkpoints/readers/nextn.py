@@ -129,8 +129,9 @@ class NextNReader(MTPReader):
     def _remap(self, config: Mapping[str, Any], layer: int) -> list[tuple[str, str]]:
         if not self.release_numbered:
             return super()._remap(config, layer)
-        at = RELEASE_LAYER.format(layer=self.layer_offset(config) + layer)
-        return [(at, at)]
+        first = self.layer_offset(config)  # the exported layer is the draft's only one
+        src = RELEASE_LAYER.format(layer=first + layer)
+        return [(src, RELEASE_LAYER.format(layer=first))]
 
     def contract_for(
         self, config: Mapping[str, Any], names: Collection[str] | None = None
@@ -158,8 +159,15 @@ class NextNReader(MTPReader):
     def draft_config(
         self, config: Mapping[str, Any], dtype: str | None
     ) -> tuple[dict[str, Any], ConfigChanges]:
-        if self.release_numbered:  # the release's config, as the release ships it
-            return passthrough_config(config, dtype)
+        if self.release_numbered:  # the release's config, with one MTP layer
+            cfg, changes = passthrough_config(config, dtype)
+            if cfg.get("num_nextn_predict_layers") != 1:
+                cfg["num_nextn_predict_layers"] = 1
+                changes = ConfigChanges(
+                    changes.removed,
+                    dict(sorted({**changes.set, "num_nextn_predict_layers": 1}.items())),
+                )
+            return cfg, changes
         cfg = dict(config)
         removed = [k for k in ("auto_map",) if k in cfg]
         for key in removed:
