@@ -90,10 +90,10 @@ def test_for_vllm_exports_a_later_mtp_layer_in_the_first_slot(tmp_path: Path) ->
     config = {**DEEPSEEK_V3, "num_nextn_predict_layers": 2}
     src = write_synthetic(tmp_path / "src", "deepseek_v3", config, num_mtp_layers=2)
     out = export_cli(src, tmp_path / "d", "--for", "vllm", "--mtp-layer", "1")
-    layer = int(DEEPSEEK_V3["num_hidden_layers"])
     draft = json.loads((out / "config.json").read_text())
     assert draft["num_nextn_predict_layers"] == 1
-    assert draft["num_hidden_layers"] == layer
+    assert draft["num_hidden_layers"] == DEEPSEEK_V3["num_hidden_layers"]
+    layer = draft["num_hidden_layers"]
     report = inspect_artifact(out)
     assert report.ok, report.problems
     name = f"model.layers.{layer}.eh_proj.weight"
