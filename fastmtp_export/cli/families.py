@@ -22,11 +22,13 @@ def families(json_out: JsonOpt = False) -> None:
     from ..checkpoints.readers import READERS
     from ..heads.registry import has_head
 
-    def vllm_draft(family: str) -> tuple[str | None, bool]:
+    def vllm_draft(family: str) -> dict[str, Any]:
         reader = READERS[family]
         classes = [c.vllm_class for c in reader.layout("vllm").contracts() if c.vllm_class]
-        default = any(c.vllm_class for c in reader.contracts())
-        return (" / ".join(dict.fromkeys(classes)) or None), not default
+        return {
+            "vllm_class": " / ".join(dict.fromkeys(classes)) or None,
+            "vllm_needs_for_vllm": not any(c.vllm_class for c in reader.contracts()),
+        }
 
     rows: list[dict[str, Any]] = [
         {
@@ -37,8 +39,7 @@ def families(json_out: JsonOpt = False) -> None:
             "token_maps": reader.NO_MAPS is None,
             "multi_layer_eagle": reader.ALL_LAYERS,
             "eval_and_train": has_head(family),
-            "vllm_class": vllm_draft(family)[0],
-            "vllm_needs_for_vllm": vllm_draft(family)[1],
+            **vllm_draft(family),
             **({"no_maps_reason": reader.NO_MAPS} if reader.NO_MAPS else {}),
         }
         for family, reader in sorted(READERS.items())
