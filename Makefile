@@ -59,8 +59,8 @@ lane: $(VENV)/.installed-sglang $(CUDA_STUB)
 $(VLLM_VENV)/.installed: $(VENV)/.installed-sglang $(VLLM_REQS)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(BIN)/python -c '$(PURELIB)' > "$$($(VLLM_VENV)/bin/python -c '$(PURELIB)')/zz_fastmtp_dev.pth"
-	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(VLLM_PIN)
 	$(VLLM_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -r $(VLLM_REQS)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(VLLM_PIN)
 	touch $@
 
 vllm-lane: $(VLLM_VENV)/.installed
