@@ -20,6 +20,9 @@ VLLM_VENV := .venv-vllm
 VLLM_PIN := vllm==0.34.0
 VLLM_REQS := constraints/vllm-lane.txt
 PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
+# a .pth line that makes .venv a site directory of .venv-vllm: its own .pth files (the
+# editable fastmtp_export) apply there too
+SITEDIR := import sysconfig; print("import site; site.addsitedir(%r)" % sysconfig.get_paths()["purelib"])
 
 # install: the base package; demo: the base package and the eval extra; dev: every extra.
 .PHONY: install dev lane vllm-lane demo test quality style docs bench clean
@@ -58,7 +61,7 @@ lane: $(VENV)/.installed-sglang $(CUDA_STUB)
 
 $(VLLM_VENV)/.installed: $(VENV)/.installed-sglang $(VLLM_REQS)
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(BIN)/python -c '$(PURELIB)' > "$$($(VLLM_VENV)/bin/python -c '$(PURELIB)')/zz_fastmtp_dev.pth"
+	$(BIN)/python -c '$(SITEDIR)' > "$$($(VLLM_VENV)/bin/python -c '$(PURELIB)')/zz_fastmtp_dev.pth"
 	$(VLLM_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -r $(VLLM_REQS)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps $(VLLM_PIN)
 	touch $@

@@ -177,12 +177,9 @@ def _runner(
 
 def draft_weights(draft: str) -> dict[str, torch.Tensor]:
     """Every tensor of the draft directory (all its ``*.safetensors``)."""
-    from safetensors.torch import load_file
+    from fastmtp_export.evaluate.reference import load_artifact_weights
 
-    weights: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(draft).glob("*.safetensors")):
-        weights.update(load_file(f))
-    return weights
+    return load_artifact_weights(Path(draft))
 
 
 def load_draft(draft: str, steps: int | None = None, quant_config: Any = None) -> dict[str, Any]:

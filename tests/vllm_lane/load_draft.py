@@ -116,15 +116,6 @@ class _Target(torch.nn.Module):
                 p.copy_(torch.randn(p.shape, generator=gen))  # [V, H]
 
 
-def _draft_weights(draft: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    weights: dict[str, torch.Tensor] = {}
-    for f in sorted(Path(draft).glob("*.safetensors")):
-        weights.update(load_file(f))
-    return weights
-
-
 class ProbeError(RuntimeError):
     """Loading a draft without one tensor failed: the probe's failure, not a result."""
 
@@ -170,6 +161,8 @@ def load_draft(target: str, draft: str) -> dict[str, Any]:
     from vllm.model_executor.model_loader.default_loader import DefaultModelLoader
     from vllm.v1.worker.gpu.spec_decode.eagle.utils import load_eagle_model
 
+    from fastmtp_export.evaluate.reference import load_artifact_weights
+
     cfg = _engine_config(target, draft)
     _init_distributed(cfg)
     draft_config = cfg.speculative_config.draft_model_config
@@ -198,7 +191,7 @@ def load_draft(target: str, draft: str) -> dict[str, Any]:
     doc["unfilled"] = sorted(
         n for n, p in params.items() if p.is_floating_point() and bool(torch.isnan(p).any())
     )
-    weights = _draft_weights(draft)
+    weights = load_artifact_weights(Path(draft))
     used = _used(cfg, weights)
     doc["tensors"] = len(weights)
     doc["ignored_or_partial"] = sorted(n for n in weights if n not in used)
