@@ -42,6 +42,7 @@ from .distill_reply import (
     MAX_SMALL_BODY,
     Answer,
     BadReplyError,
+    FailureStreak,
     RetryableError,
     body_cap,
     parse_answer,
@@ -51,10 +52,6 @@ from .distill_reply import (
 )
 
 log = logging.getLogger(__name__)
-
-
-#: consecutive failed prompts (beyond those in flight) that mean the server is gone
-DEAD_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -218,21 +215,21 @@ def distill(
                 open_for_append(out, state) as fh,
                 progress(len(todo), "distill", unit="prompt", enabled=show_progress) as advance,
             ):
-                streak = 0  # failures in a row: a dead server fails everything
+                streak = FailureStreak(opts.concurrency)
                 for prompt, outcome in _answers(client, model, todo, opts.concurrency):
                     advance(1)
                     if isinstance(outcome, BaseException):
                         result.failed[prompt.id] = str(outcome)
                         log.warning("prompt %s failed: %s", prompt.id, outcome)
-                        streak += 1
-                        if streak >= DEAD_AFTER + opts.concurrency:
+                        if streak.failed():
                             raise DistillError(
-                                f"the server stopped answering usably, {streak} prompts failed "
-                                f"in a row (last: {outcome}); {result.written} new answers are "
+                                "the server stopped answering usably, "
+                                f"{streak.count} prompts failed in a row (last: {outcome}); "
+                                f"{result.written} new answers are "
                                 f"kept in {out}; fix or restart it and re-run the same command"
                             )
                         continue
-                    streak = 0
+                    streak.answered()
                     rec = _record(prompt, outcome)
                     fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode())
                     fh.flush()  # one whole line per record; a kill cuts at most the last

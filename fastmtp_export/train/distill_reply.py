@@ -173,3 +173,24 @@ def post_retried(
         return parse(data)
 
     return post()
+
+
+#: consecutive failures, beyond the requests in flight, that mean the server is gone
+DEAD_AFTER = 3
+
+
+class FailureStreak:
+    """Failures in a row of a client with ``concurrency`` requests in flight: a dead
+    server fails everything, so :meth:`failed` says when to stop (distill, record-hidden)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.limit = DEAD_AFTER + concurrency
+        self.count = 0
+
+    def failed(self) -> bool:
+        """Count one failure; ``True`` once the server must be given up."""
+        self.count += 1
+        return self.count >= self.limit
+
+    def answered(self) -> None:
+        self.count = 0

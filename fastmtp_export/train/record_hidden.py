@@ -35,6 +35,7 @@ import torch
 
 from ..errors import TrainError
 from .data import Sample, load_chat_tokenizer, read_samples
+from .distill_reply import FailureStreak
 from .filters import DataFilter
 from .hidden_format import (
     DTYPES,
@@ -56,9 +57,6 @@ from .record_client import SGLangServer, check_server, store_dtype
 from .source import refuse_overlap
 
 log = logging.getLogger(__name__)
-
-#: consecutive failed samples (beyond those in flight) that mean the server is gone
-DEAD_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -258,7 +256,7 @@ def _record(
     broken: set[int] = set()  #: shards with a failed sample: not written this run
     inexact = False
     with progress(len(indices), "record-hidden", unit="seq", enabled=show_progress) as advance:
-        streak = 0
+        streak = FailureStreak(opts.concurrency)
         for i, outcome in _results(client, samples, indices, hidden_size, opts.concurrency):
             advance(1)
             k = i // opts.shard_records
@@ -269,15 +267,14 @@ def _record(
                 log.warning("sample %d failed: %s", i, outcome)
                 broken.add(k)
                 pending.pop(k, None)
-                streak += 1
-                if streak >= DEAD_AFTER + opts.concurrency:
+                if streak.failed():
                     raise TrainError(
-                        f"the server stopped answering usably, {streak} samples failed in a "
+                        f"the server stopped answering usably, {streak.count} samples failed in a "
                         f"row (last: {outcome}); {result.recorded} newly recorded samples are "
                         f"kept in {out}; fix or restart it and re-run the same command"
                     )
                 continue
-            streak = 0
+            streak.answered()
             if k in broken:
                 continue
             stored = outcome.to(store)  # [T, H]
