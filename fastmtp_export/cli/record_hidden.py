@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ._errors import fail, handle_errors
-from ._options import JsonOpt, QuietOpt
+from ._options import DropCutOpt, JsonOpt, MaxLengthOpt, MaxRepeatOpt, QuietOpt
 from ._output import emit_json, setup_logging
 from .distill import API_KEY_ENV
 
@@ -66,17 +66,9 @@ def record_hidden(
         ),
     ],  # fmt: skip
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 8,
-    max_length: Annotated[
-        int, typer.Option(help="Truncate sequences to this many tokens (as train's).")
-    ] = 2048,
-    drop_cut: Annotated[
-        bool,
-        typer.Option("--drop-cut", help="Leave out answers cut at the length limit (as train's)."),
-    ] = False,
-    max_repeat: Annotated[
-        float,
-        typer.Option(help="Leave out answers with more repeated 4-grams (as train's); 1: off."),
-    ] = 1.0,
+    max_length: MaxLengthOpt = 2048,
+    drop_cut: DropCutOpt = False,
+    max_repeat: MaxRepeatOpt = 1.0,
     shard_records: Annotated[
         int,
         typer.Option(

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ._errors import handle_errors
-from ._options import JsonOpt, OverwriteOpt, QuietOpt
+from ._options import DropCutOpt, JsonOpt, MaxLengthOpt, MaxRepeatOpt, OverwriteOpt, QuietOpt
 from ._output import emit_json, setup_logging
 
 log = logging.getLogger("fastmtp_export.cli")
@@ -67,7 +67,7 @@ def train(
     warmup: Annotated[
         float, typer.Option(help="Share of steps with linear warm-up, then cosine to 0.")
     ] = 0.05,
-    max_length: Annotated[int, typer.Option(help="Truncate sequences to this many tokens.")] = 2048,
+    max_length: MaxLengthOpt = 2048,
     seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
     save_every: Annotated[
         int, typer.Option(help="Optimizer steps between resumable states (train_state.pt).")
@@ -104,18 +104,8 @@ def train(
             help="Host memory (GiB, per process) for the trunk's states across epochs; 0: off."
         ),
     ] = 4.0,
-    drop_cut: Annotated[
-        bool,
-        typer.Option(
-            "--drop-cut", help='Leave out answers cut at the length limit (finish_reason "length").'
-        ),
-    ] = False,
-    max_repeat: Annotated[
-        float,
-        typer.Option(
-            help="Leave out answers whose share of repeated 4-grams exceeds this (loops); 1: off."
-        ),
-    ] = 1.0,
+    drop_cut: DropCutOpt = False,
+    max_repeat: MaxRepeatOpt = 1.0,
     hidden: Annotated[
         Path | None,
         typer.Option(
